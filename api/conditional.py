@@ -1,0 +1,44 @@
+"""ETags that are topic versions: ``ETag: "<version>"``."""
+
+from __future__ import annotations
+
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _tags(header: str) -> list[str]:
+    tags = []
+    for raw in header.split(","):
+        tag = raw.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        tags.append(tag.strip('"'))
+    return tags
+
+
+def if_none_match(request: Request, version: int) -> bool:
+    """True when the client already holds ``version``: answer 304."""
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    tags = _tags(header)
+    return "*" in tags or str(version) in tags
+
+
+def expected_version(request: Request) -> int | None:
+    """The version ``If-Match`` asks for, or None when absent or ``*``."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    tags = _tags(header)
+    if tags == ["*"]:
+        return None
+    if len(tags) != 1 or not tags[0].isdigit():
+        raise ValidationError(
+            {"If-Match": ['expected one version as an ETag, for example "3"']}
+        )
+    return int(tags[0])

@@ -1,0 +1,26 @@
+"""Input of commands. Output is the read models' own serializers."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+MAX_QUANTITY = 1_000_000
+
+
+class ItemSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=100)
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    unit_price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
+
+
+class PlaceOrderSerializer(serializers.Serializer):
+    customer_id = serializers.CharField(max_length=100, required=False)
+    items = ItemSerializer(many=True, allow_empty=False)
+
+
+class PaySerializer(serializers.Serializer):
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0)
+
+
+class CancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, allow_blank=True, default="")

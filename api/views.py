@@ -1,0 +1,251 @@
+"""REST: commands on orders, and queries of the read models."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpResponse
+from django_filters import rest_framework as filters
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.access import Access, order_customer_id
+from events import orders
+from events.commands import (
+    CommandOutcome,
+    IdempotencyClaim,
+    execute_order_command,
+    fingerprint,
+)
+from events.orders import Order
+from events.records import CommandMetadata, NewEvent
+from readmodels.models import CustomerOrders, OrderView
+from readmodels.serializers import (
+    API_ROOT,
+    OrderViewSerializer,
+    customer_orders_links,
+    order_representation,
+)
+
+from .conditional import etag, expected_version, if_none_match
+from .serializers import (
+    CancelSerializer,
+    ItemSerializer,
+    PaySerializer,
+    PlaceOrderSerializer,
+)
+
+Decide = Callable[[Order], list[NewEvent]]
+
+
+def _not_modified(version: int) -> HttpResponse:
+    response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
+    response["ETag"] = etag(version)
+    return response
+
+
+def _metadata(request: Request) -> CommandMetadata:
+    correlation = request.headers.get("X-Correlation-ID") or str(uuid.uuid4())
+    return CommandMetadata(
+        actor=request.user.get_username(),
+        correlation_id=correlation[:100],
+        causation_id=request.headers.get("X-Causation-ID", "")[:100],
+    )
+
+
+def _idempotency(request: Request) -> IdempotencyClaim | None:
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return None
+    digest = fingerprint(request.method, request.path, request.data)
+    return IdempotencyClaim(request.user.get_username(), key[:255], digest)
+
+
+class OrderCommandView(APIView):
+    """Runs one command on one order and answers its new representation."""
+
+    def run(
+        self,
+        request: Request,
+        order_id: str,
+        decide: Decide,
+        *,
+        created: bool = False,
+    ) -> Response:
+        if not created:
+            owner = order_customer_id(order_id)
+            if owner is None:
+                raise NotFound(f"order {order_id} does not exist")
+            if not Access(request.user).may_act_for(owner):
+                raise PermissionDenied(f"order {order_id} belongs to another customer")
+
+        def respond(order: Order, _recorded: list) -> CommandOutcome:
+            row = OrderView.objects.get(order_id=order_id)
+            headers = {"ETag": etag(row.version)}
+            if created:
+                headers["Location"] = f"{API_ROOT}/orders/{order_id}"
+            code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            return CommandOutcome(code, order_representation(row), headers)
+
+        outcome = execute_order_command(
+            order_id,
+            decide,
+            respond,
+            metadata=_metadata(request),
+            expected_version=None if created else expected_version(request),
+            must_exist=not created,
+            idempotency=_idempotency(request),
+        )
+        response = Response(
+            outcome.body, status=outcome.status, headers=outcome.headers
+        )
+        if outcome.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+def _valid(serializer_class: type, request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class OrderPagination(CursorPagination):
+    ordering = "-placed_position"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class OrderFilter(filters.FilterSet):
+    class Meta:
+        model = OrderView
+        fields = ["customer_id", "status"]
+
+
+class OrdersView(OrderCommandView, generics.ListAPIView):
+    """``GET``: orders, newest first. ``POST``: place an order."""
+
+    serializer_class = OrderViewSerializer
+    pagination_class = OrderPagination
+    filter_backends = [filters.DjangoFilterBackend]
+    filterset_class = OrderFilter
+
+    def get_queryset(self):
+        access = Access(self.request.user)
+        queryset = OrderView.objects.all()
+        if access.staff:
+            return queryset
+        wanted = self.request.query_params.get("customer_id")
+        if wanted and wanted != access.customer_id:
+            raise PermissionDenied("you may list only your own orders")
+        return queryset.filter(customer_id=access.customer_id or "")
+
+    def post(self, request: Request) -> Response:
+        data = _valid(PlaceOrderSerializer, request)
+        access = Access(request.user)
+        customer_id = data.get("customer_id") or access.customer_id
+        if not customer_id:
+            raise PermissionDenied("staff must name the customer_id of an order")
+        if not access.may_act_for(customer_id):
+            raise PermissionDenied("you may place orders only for your own customer")
+
+        items = [(i["sku"], i["quantity"], i["unit_price"]) for i in data["items"]]
+        order_id = str(uuid.uuid4())
+        return self.run(
+            request,
+            order_id,
+            lambda order: orders.decide_place(order, customer_id, items),
+            created=True,
+        )
+
+
+class OrderDetailView(APIView):
+    """One order. ``ETag`` is its version; ``If-None-Match`` gives 304."""
+
+    def get(self, request: Request, order_id: str) -> Response | HttpResponse:
+        row = OrderView.objects.filter(order_id=order_id).first()
+        if row is None:
+            raise NotFound(f"order {order_id} does not exist")
+        if not Access(request.user).may_read_order(row.customer_id):
+            raise PermissionDenied(f"order {order_id} belongs to another customer")
+        if if_none_match(request, row.version):
+            return _not_modified(row.version)
+        return Response(order_representation(row), headers={"ETag": etag(row.version)})
+
+
+class AddItemView(OrderCommandView):
+    def post(self, request: Request, order_id: str) -> Response:
+        item = _valid(ItemSerializer, request)
+        return self.run(
+            request,
+            order_id,
+            lambda order: orders.decide_add_item(
+                order, item["sku"], item["quantity"], item["unit_price"]
+            ),
+        )
+
+
+class RemoveItemView(OrderCommandView):
+    def delete(self, request: Request, order_id: str, sku: str) -> Response:
+        return self.run(
+            request, order_id, lambda order: orders.decide_remove_item(order, sku)
+        )
+
+
+class PayView(OrderCommandView):
+    def post(self, request: Request, order_id: str) -> Response:
+        amount = _valid(PaySerializer, request)["amount"]
+        return self.run(
+            request, order_id, lambda order: orders.decide_pay(order, amount)
+        )
+
+
+class ShipView(OrderCommandView):
+    def post(self, request: Request, order_id: str) -> Response:
+        return self.run(request, order_id, orders.decide_ship)
+
+
+class CancelView(OrderCommandView):
+    def post(self, request: Request, order_id: str) -> Response:
+        reason = _valid(CancelSerializer, request)["reason"]
+        return self.run(
+            request, order_id, lambda order: orders.decide_cancel(order, reason)
+        )
+
+
+class CustomerOrdersView(generics.GenericAPIView):
+    """One customer's orders with the version of their topic."""
+
+    serializer_class = OrderViewSerializer
+    pagination_class = OrderPagination
+
+    def get(self, request: Request, customer_id: str) -> Response | HttpResponse:
+        if not Access(request.user).may_act_for(customer_id):
+            raise PermissionDenied("you may read only your own customer's orders")
+
+        # The version is read before the rows: rows can then only be newer
+        # than the version, so a watch from it misses nothing.
+        summary = CustomerOrders.objects.filter(customer_id=customer_id).first()
+        version = summary.version if summary else 0
+        if if_none_match(request, version):
+            return _not_modified(version)
+
+        queryset = OrderView.objects.filter(customer_id=customer_id)
+        page = self.paginate_queryset(queryset)
+        body = {
+            "customer_id": customer_id,
+            "version": version,
+            "order_count": summary.order_count if summary else 0,
+            "orders": self.get_serializer(page, many=True).data,
+            "next": self.paginator.get_next_link(),
+            "previous": self.paginator.get_previous_link(),
+            "_links": customer_orders_links(customer_id),
+        }
+        return Response(body, headers={"ETag": etag(version)})

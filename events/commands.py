@@ -1,0 +1,167 @@
+"""Running a command: load the stream, decide, append, answer.
+
+A command runs in one transaction that holds its appended events, the
+inline projections they feed, and the answer remembered for its
+idempotency key. Any error rolls all of them back: a failed command
+appends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from . import conf
+from .errors import IdempotencyKeyReused, StreamNotFound, VersionConflict
+from .models import CommandRecord
+from .orders import ORDER_STREAM_TYPE, Order
+from .records import CommandMetadata, NewEvent, RecordedEvent
+from .store import append_to_stream, read_stream
+
+__all__ = [
+    "CommandOutcome",
+    "IdempotencyClaim",
+    "execute_order_command",
+    "fingerprint",
+    "load_order",
+]
+
+logger = logging.getLogger(__name__)
+
+Decide = Callable[[Order], list[NewEvent]]
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """The answer to a command, as it is sent and as it is remembered."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    actor: str
+    key: str
+    fingerprint: str
+
+
+Respond = Callable[[Order, list[RecordedEvent]], CommandOutcome]
+
+
+def fingerprint(*parts: Any) -> str:
+    """A digest of the request a key was first used with."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_order(order_id: str) -> Order:
+    return Order.from_events(order_id, read_stream(order_id))
+
+
+def execute_order_command(
+    order_id: str,
+    decide: Decide,
+    respond: Respond,
+    *,
+    metadata: CommandMetadata,
+    expected_version: int | None = None,
+    must_exist: bool = True,
+    idempotency: IdempotencyClaim | None = None,
+) -> CommandOutcome:
+    """Decide and append a command on one order, then build its answer.
+
+    ``expected_version`` is the caller's precondition (``If-Match``): a
+    mismatch raises ``VersionConflict`` with ``precondition`` set. Without
+    it, a command that loses a race is decided again on the new state, a
+    few times, before the conflict is raised.
+    """
+    if idempotency:
+        remembered = _remembered_outcome(idempotency)
+        if remembered:
+            return remembered
+
+    attempts = conf.get("COMMAND_RETRIES") + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _execute_once(
+                order_id,
+                decide,
+                respond,
+                metadata,
+                expected_version,
+                must_exist,
+                idempotency,
+            )
+        except VersionConflict as conflict:
+            if expected_version is not None or attempt == attempts:
+                raise
+            logger.debug(
+                "stream %s moved to version %d, deciding again (attempt %d)",
+                order_id,
+                conflict.actual,
+                attempt,
+            )
+        except IntegrityError:
+            # Another request with the same idempotency key committed first.
+            remembered = idempotency and _remembered_outcome(idempotency)
+            if remembered:
+                return remembered
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _execute_once(
+    order_id: str,
+    decide: Decide,
+    respond: Respond,
+    metadata: CommandMetadata,
+    expected_version: int | None,
+    must_exist: bool,
+    idempotency: IdempotencyClaim | None,
+) -> CommandOutcome:
+    with transaction.atomic():
+        order = load_order(order_id)
+        if must_exist and not order.exists:
+            raise StreamNotFound(order_id)
+        if expected_version is not None and order.version != expected_version:
+            raise VersionConflict(
+                order_id, expected_version, order.version, precondition=True
+            )
+
+        new_events = decide(order)
+        recorded = append_to_stream(
+            order_id, ORDER_STREAM_TYPE, order.version, new_events, metadata
+        )
+        for event in recorded:
+            order.apply(event.type, event.data)
+            order.version = event.stream_version
+
+        outcome = respond(order, recorded)
+        if idempotency:
+            CommandRecord.objects.create(
+                actor=idempotency.actor,
+                key=idempotency.key,
+                fingerprint=idempotency.fingerprint,
+                status=outcome.status,
+                body=outcome.body,
+                headers=outcome.headers,
+            )
+    return outcome
+
+
+def _remembered_outcome(claim: IdempotencyClaim) -> CommandOutcome | None:
+    record = CommandRecord.objects.filter(actor=claim.actor, key=claim.key).first()
+    if record is None:
+        return None
+    if record.fingerprint != claim.fingerprint:
+        raise IdempotencyKeyReused(claim.key)
+    return CommandOutcome(record.status, record.body, record.headers, replayed=True)

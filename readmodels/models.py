@@ -1,0 +1,102 @@
+"""Read models, and the change log that publishes their changes.
+
+``Topic`` holds each topic's version; ``Change`` is the transactional
+outbox: a row per published change, written in the same transaction as the
+read-model rows it describes.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Topic(models.Model):
+    """A watchable name and its version: 0, then +1 per change."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    version = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        db_table = "readmodels_topic"
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Change(models.Model):
+    """One published change of a topic. ``message`` is the change message
+    as sent on every transport, encoded once when the change is made."""
+
+    topic = models.CharField(max_length=200)
+    version = models.PositiveBigIntegerField()
+    position = models.BigIntegerField()
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "readmodels_change"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["topic", "version"], name="readmodels_change_topic_version"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["sent_at", "id"],
+                name="readmodels_change_unsent",
+                condition=models.Q(sent_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}@{self.version}"
+
+
+class OrderView(models.Model):
+    """One order as clients read it. ``version`` is topic ``orders/{id}``."""
+
+    order_id = models.CharField(max_length=100, primary_key=True)
+    customer_id = models.CharField(max_length=100, db_index=True)
+    status = models.CharField(max_length=20, db_index=True)
+    items = models.JSONField(default=list)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    paid_amount = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    cancel_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    version = models.PositiveBigIntegerField(default=0)
+    stream_version = models.PositiveIntegerField(default=0)
+    # Position of the OrderPlaced event: unique and rising, so it gives
+    # lists a stable order that new orders never shuffle.
+    placed_position = models.BigIntegerField(unique=True)
+    last_position = models.BigIntegerField()
+
+    class Meta:
+        db_table = "readmodels_order"
+        indexes = [
+            models.Index(
+                fields=["customer_id", "-placed_position"],
+                name="readmodels_order_customer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}@{self.version}"
+
+
+class CustomerOrders(models.Model):
+    """One customer's order list; the orders themselves are ``OrderView``
+    rows. ``version`` is topic ``customers/{id}/orders``."""
+
+    customer_id = models.CharField(max_length=100, primary_key=True)
+    order_count = models.PositiveIntegerField(default=0)
+    version = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        db_table = "readmodels_customer_orders"
+
+    def __str__(self) -> str:
+        return f"customer {self.customer_id}@{self.version}"

@@ -1,0 +1,63 @@
+"""Representations of read models: one serializer per model, used by REST
+and by change messages alike, so both carry the same bytes for a value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from .models import OrderView
+from .topics import customer_orders_topic, order_topic
+
+API_ROOT = "/api/v1"
+
+
+def watch_links(resource_path: str, topic: str) -> dict[str, Any]:
+    return {
+        "self": {"href": resource_path},
+        "watch": {"href": f"{resource_path}/watch", "topic": topic},
+    }
+
+
+class OrderViewSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="order_id")
+    total = serializers.DecimalField(max_digits=14, decimal_places=2)
+    paid_amount = serializers.DecimalField(
+        max_digits=14, decimal_places=2, allow_null=True
+    )
+    _links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OrderView
+        fields = [
+            "id",
+            "customer_id",
+            "status",
+            "items",
+            "total",
+            "paid_amount",
+            "cancel_reason",
+            "created_at",
+            "updated_at",
+            "version",
+            "stream_version",
+            "_links",
+        ]
+
+    def get__links(self, order: OrderView) -> dict[str, Any]:
+        links = watch_links(
+            f"{API_ROOT}/orders/{order.order_id}", order_topic(order.order_id)
+        )
+        customer_path = f"{API_ROOT}/customers/{order.customer_id}/orders"
+        links["customer_orders"] = {"href": customer_path}
+        return links
+
+
+def order_representation(order: OrderView) -> dict[str, Any]:
+    return dict(OrderViewSerializer(order).data)
+
+
+def customer_orders_links(customer_id: str) -> dict[str, Any]:
+    path = f"{API_ROOT}/customers/{customer_id}/orders"
+    return watch_links(path, customer_orders_topic(customer_id))

@@ -1,0 +1,78 @@
+"""Who is on a watch: from a one-time ``?ticket=``, an ``Authorization:
+Token`` header, or the session cookie, in that order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from . import conf
+from .models import WatchTicket
+
+__all__ = ["WatchAuthMiddleware", "issue_ticket", "redeem_ticket", "user_for_token"]
+
+
+def issue_ticket(user: Any) -> WatchTicket:
+    expires_at = timezone.now() + timedelta(seconds=conf.get("TICKET_TTL_SECS"))
+    return WatchTicket.objects.create(user=user, expires_at=expires_at)
+
+
+def redeem_ticket(key: str) -> Any | None:
+    """The ticket's user, once: a second use, or a late one, finds none."""
+    now = timezone.now()
+    claimed = WatchTicket.objects.filter(
+        key=key, used_at__isnull=True, expires_at__gt=now
+    ).update(used_at=now)
+    if not claimed:
+        return None
+    return WatchTicket.objects.select_related("user").get(key=key).user
+
+
+def user_for_token(key: str) -> Any | None:
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token else None
+
+
+def credentials(scope: dict) -> tuple[str, str] | None:
+    """``("ticket", t)`` or ``("token", k)`` from the request, if any."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if query.get("ticket"):
+        return "ticket", query["ticket"][0]
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "token" and key.strip():
+                return "token", key.strip()
+    return None
+
+
+@database_sync_to_async
+def _resolve(kind: str, key: str) -> Any:
+    user = redeem_ticket(key) if kind == "ticket" else user_for_token(key)
+    if user is None or not user.is_active:
+        return AnonymousUser()
+    return user
+
+
+class _CredentialsMiddleware:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        found = credentials(scope)
+        if found:
+            scope = {**scope, "user": await _resolve(*found)}
+            scope["auth_via"] = found[0]
+        return await self.inner(scope, receive, send)
+
+
+def WatchAuthMiddleware(inner: Any) -> Any:  # noqa: N802 - reads as a class
+    """Session auth underneath, explicit credentials on top."""
+    return AuthMiddlewareStack(_CredentialsMiddleware(inner))

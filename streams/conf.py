@@ -1,0 +1,25 @@
+"""Tunables of the watch routes, read from ``settings.STREAMS`` when used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Topics one multiplexed connection may watch at once.
+    "MAX_SUBSCRIPTIONS": 100,
+    # Largest client frame accepted, per the protocol.
+    "MAX_FRAME_BYTES": 64 * 1024,
+    # Changes read per query when a subscriber catches up from the outbox.
+    "BACKLOG_PAGE": 500,
+    # A browser's watch ticket is good for one connection within this time.
+    "TICKET_TTL_SECS": 60,
+    # Unsent outbox rows older than this are sent by the relay's sweep; the
+    # grace keeps it from racing a transaction that is announcing its own.
+    "RELAY_SWEEP_GRACE_SECS": 5,
+}
+
+
+def get(name: str) -> Any:
+    return getattr(settings, "STREAMS", {}).get(name, DEFAULTS[name])

@@ -1,0 +1,141 @@
+"""The outbox relay: sends committed changes to their topics' groups.
+
+A transaction that made changes hands them, after commit, to the relay of
+the server's event loop; the relay sends them to Channels groups and marks
+the outbox rows sent. Commands never wait for a send. A change that was
+committed but never sent (the process died in between) stays unsent in the
+outbox and is sent by the sweep that runs when a relay starts.
+
+A change may be sent twice (a sweep in one process racing another
+process's relay); subscribers ignore versions they already have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from readmodels.models import Change
+from readmodels.topics import CommittedChange
+
+from . import conf
+from .watch import group_name
+
+__all__ = ["Relay", "announce", "ensure_relay", "send_changes", "sweep_unsent"]
+
+logger = logging.getLogger(__name__)
+
+SWEEP_BATCH = 500
+_relay: Relay | None = None
+
+
+async def send_changes(changes: list[CommittedChange]) -> None:
+    layer = get_channel_layer()
+    for change in changes:
+        await layer.group_send(
+            group_name(change.topic),
+            {
+                "type": "change.message",
+                "topic": change.topic,
+                "version": change.version,
+                "message": change.message,
+            },
+        )
+
+
+def mark_sent(ids: list[int]) -> None:
+    Change.objects.filter(id__in=ids, sent_at__isnull=True).update(
+        sent_at=timezone.now()
+    )
+
+
+def unsent_changes(older_than_secs: float, limit: int) -> list[CommittedChange]:
+    cutoff = timezone.now() - timedelta(seconds=older_than_secs)
+    rows = (
+        Change.objects.filter(sent_at__isnull=True, created_at__lte=cutoff)
+        .order_by("id")
+        .values_list("id", "topic", "version", "message")[:limit]
+    )
+    return [CommittedChange(*row) for row in rows]
+
+
+async def sweep_unsent(older_than_secs: float | None = None) -> int:
+    """Send outbox rows that were committed but never sent."""
+    if older_than_secs is None:
+        older_than_secs = conf.get("RELAY_SWEEP_GRACE_SECS")
+    sent = 0
+    while True:
+        batch = await database_sync_to_async(unsent_changes)(
+            older_than_secs, SWEEP_BATCH
+        )
+        if not batch:
+            break
+        await send_changes(batch)
+        await database_sync_to_async(mark_sent)([c.id for c in batch])
+        sent += len(batch)
+    if sent:
+        logger.info("relay sent %d changes left unsent in the outbox", sent)
+    return sent
+
+
+class Relay:
+    """Sends changes from one event loop. Start it with ``ensure_relay``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[list[CommittedChange]] = asyncio.Queue()
+        self.task = loop.create_task(self.run())
+
+    @property
+    def alive(self) -> bool:
+        return (
+            not self.loop.is_closed()
+            and self.loop.is_running()
+            and not self.task.done()
+        )
+
+    def enqueue(self, changes: list[CommittedChange]) -> None:
+        """Hand over changes from any thread."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, changes)
+
+    async def run(self) -> None:
+        try:
+            await sweep_unsent(older_than_secs=0)
+        except Exception:
+            logger.exception("relay sweep of the outbox failed; rows stay unsent")
+        while True:
+            batch = await self.queue.get()
+            while not self.queue.empty():
+                batch.extend(self.queue.get_nowait())
+            try:
+                await send_changes(batch)
+                await database_sync_to_async(mark_sent)([c.id for c in batch])
+            except Exception:
+                # The rows stay unsent; the next relay's sweep sends them.
+                logger.exception("relay failed to send %d changes", len(batch))
+
+
+def ensure_relay() -> Relay:
+    """Start the relay on the running event loop, once per loop."""
+    global _relay
+    loop = asyncio.get_running_loop()
+    if _relay is None or _relay.loop is not loop or _relay.task.done():
+        _relay = Relay(loop)
+    return _relay
+
+
+def announce(changes: list[CommittedChange]) -> None:
+    """After a commit: hand changes to this process's relay, or, where no
+    server loop runs (a management command), send them right here."""
+    relay = _relay
+    if relay is not None and relay.alive:
+        relay.enqueue(changes)
+        return
+    async_to_sync(send_changes)(changes)
+    mark_sent([c.id for c in changes])

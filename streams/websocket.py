@@ -1,0 +1,246 @@
+"""Watching over WebSocket: the multiplexed ``/ws/v1/`` endpoint and the
+per-resource upgrade on ``.../watch``.
+
+Close codes: 4401 not authenticated, 4403 forbidden, 4404 no such topic
+(per-resource only; the multiplexed endpoint answers with ``error``
+frames and stays open).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from accounts.access import Access
+
+from . import conf
+from .relay import ensure_relay
+from .watch import (
+    InvalidSince,
+    Subscription,
+    UnknownTopic,
+    check_topic,
+    encode,
+    error_message,
+    group_name,
+    parse_since,
+    read_backlog,
+)
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+class WatchRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+class BaseWatchConsumer(AsyncWebsocketConsumer):
+    """Holds subscriptions, catches them up, and relays live changes."""
+
+    async def connect(self) -> None:
+        ensure_relay()
+        self.subscriptions: dict[str, Subscription] = {}
+        user = self.scope.get("user")
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
+        self.access = await database_sync_to_async(Access)(user)
+        await self.start()
+
+    async def start(self) -> None:
+        """Called once the connection is accepted and authenticated."""
+
+    async def disconnect(self, code: int) -> None:
+        for topic in list(getattr(self, "subscriptions", {})):
+            await self.channel_layer.group_discard(group_name(topic), self.channel_name)
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=encode(message))
+
+    async def subscribe(self, topic: Any, since: Any, ref: Any = None) -> None:
+        """Check, join the topic's group, send the backlog, go live."""
+        since = parse_since(since)
+        topic = await self._authorize(topic)
+        if topic in self.subscriptions:
+            raise WatchRefused("already_subscribed", f"already watching {topic}")
+
+        # Join first: a change committed while the backlog is read then
+        # waits in this consumer's queue instead of being lost.
+        await self.channel_layer.group_add(group_name(topic), self.channel_name)
+        subscription = Subscription(topic, version=0, ref=ref)
+        self.subscriptions[topic] = subscription
+
+        backlog = await database_sync_to_async(read_backlog)(topic, since)
+        start = backlog.version if backlog.reset or since is None else since
+        await self.send_json(
+            {"type": "subscribed", "topic": topic, "version": start, "ref": ref}
+        )
+        await self._deliver(subscription, backlog, since)
+        logger.debug(
+            "subscriber %s watches %s from version %d", self.channel_name, topic, start
+        )
+
+    async def unsubscribe(self, topic: str) -> bool:
+        if self.subscriptions.pop(topic, None) is None:
+            return False
+        await self.channel_layer.group_discard(group_name(topic), self.channel_name)
+        return True
+
+    async def change_message(self, event: dict[str, Any]) -> None:
+        """A live change from the topic's group."""
+        subscription = self.subscriptions.get(event["topic"])
+        if subscription is None or event["version"] <= subscription.version:
+            return
+        if event["version"] == subscription.version + 1:
+            await self.send(text_data=event["message"])
+            subscription.version = event["version"]
+            return
+        # A gap: a send was dropped or overtaken. Read it from the outbox.
+        await self.catch_up(subscription)
+
+    async def catch_up(self, subscription: Subscription) -> None:
+        backlog = await database_sync_to_async(read_backlog)(
+            subscription.topic, subscription.version
+        )
+        await self._deliver(subscription, backlog, subscription.version)
+
+    async def _deliver(
+        self, subscription: Subscription, backlog, since: int | None
+    ) -> None:
+        while True:
+            if backlog.reset:
+                await self.send_json(backlog.reset)
+            for message in backlog.messages:
+                await self.send(text_data=message)
+            subscription.version = backlog.version
+            if not backlog.more:
+                return
+            backlog = await database_sync_to_async(read_backlog)(
+                subscription.topic, subscription.version
+            )
+
+    async def _authorize(self, topic: Any) -> str:
+        def check() -> str:
+            try:
+                checked = check_topic(topic)
+            except UnknownTopic as exc:
+                raise WatchRefused("not_found", str(exc)) from exc
+            if not self.access.may_watch(checked):
+                raise WatchRefused("forbidden", f"you may not watch {checked}")
+            return checked
+
+        return await database_sync_to_async(check)()
+
+
+class MultiplexWatchConsumer(BaseWatchConsumer):
+    """``/ws/v1/``: one connection, many topics, typed frames both ways."""
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        raw = text_data if text_data is not None else bytes_data or b""
+        if len(raw) > conf.get("MAX_FRAME_BYTES"):
+            limit = conf.get("MAX_FRAME_BYTES")
+            await self.send_json(
+                error_message("frame_too_large", f"frames are limited to {limit} bytes")
+            )
+            return
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            await self.send_json(
+                error_message("invalid_frame", "the frame is not valid JSON")
+            )
+            return
+        if not isinstance(frame, dict):
+            await self.send_json(
+                error_message("invalid_frame", "a frame is a JSON object")
+            )
+            return
+        await self.handle_frame(frame)
+
+    async def handle_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        topic, ref = frame.get("topic"), frame.get("ref")
+        try:
+            if kind == "subscribe":
+                most = conf.get("MAX_SUBSCRIPTIONS")
+                if len(self.subscriptions) >= most:
+                    raise WatchRefused(
+                        "too_many_subscriptions", f"at most {most} topics a connection"
+                    )
+                await self.subscribe(topic, frame.get("since"), ref)
+            elif kind == "unsubscribe":
+                if not await self.unsubscribe(topic):
+                    raise WatchRefused("not_subscribed", f"not watching {topic!r}")
+                await self.send_json(
+                    {"type": "unsubscribed", "topic": topic, "ref": ref}
+                )
+            elif kind == "ping":
+                await self.send_json({"type": "pong", "ref": ref})
+            else:
+                raise WatchRefused(
+                    "unknown_type",
+                    f"unknown frame type {kind!r}: use subscribe, unsubscribe or ping",
+                )
+        except InvalidSince as exc:
+            await self.send_json(
+                error_message("validation_error", str(exc), topic, ref)
+            )
+        except WatchRefused as exc:
+            await self.send_json(error_message(exc.code, exc.message, topic, ref))
+
+
+class ResourceWatchConsumer(BaseWatchConsumer):
+    """``<resource>/watch`` upgraded to WebSocket: one topic, from the URL."""
+
+    topic_format = ""
+
+    async def start(self) -> None:
+        topic = self.topic_format.format(**self.scope["url_route"]["kwargs"])
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        try:
+            await self.subscribe(topic, query.get("since", [None])[0])
+        except InvalidSince as exc:
+            await self.send_json(error_message("validation_error", str(exc), topic))
+            await self.close(code=1008)
+        except WatchRefused as exc:
+            await self.send_json(error_message(exc.code, exc.message, topic))
+            code = CLOSE_NOT_FOUND if exc.code == "not_found" else CLOSE_FORBIDDEN
+            await self.close(code=code)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        """Clients only listen here; a ``ping`` frame is answered."""
+        try:
+            frame = json.loads(text_data or bytes_data or b"")
+        except ValueError:
+            frame = None
+        if isinstance(frame, dict) and frame.get("type") == "ping":
+            await self.send_json({"type": "pong", "ref": frame.get("ref")})
+            return
+        await self.send_json(
+            error_message("invalid_frame", "this watch takes only ping frames")
+        )
+
+
+class OrderWatchConsumer(ResourceWatchConsumer):
+    topic_format = "orders/{order_id}"
+
+
+class CustomerOrdersWatchConsumer(ResourceWatchConsumer):
+    topic_format = "customers/{customer_id}/orders"
