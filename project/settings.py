@@ -81,6 +81,10 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # One test database per test run, so that runs side by side never meet.
+    DATABASES["default"]["TEST"] = {
+        "NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"
+    }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -93,7 +97,8 @@ else:
                 "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"),
             },
             # A file, not memory: concurrency tests need real connections.
-            "TEST": {"NAME": str(VAR_DIR / "test-lookout.sqlite3")},
+            # One per test run, so that runs side by side never meet.
+            "TEST": {"NAME": str(VAR_DIR / f"test-lookout-{os.getpid()}.sqlite3")},
         }
     }
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from events import store
 from project.asgi import application
+from readmodels.models import Change, Topic
+from streams import relay
+from streams.auth import issue_ticket
 from tests.conftest import ONE_ITEM, client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def connect(path: str, token: str | None) -> WebsocketCommunicator:
+async def connect(path: str, token: str | None = None) -> WebsocketCommunicator:
     headers = [(b"authorization", f"Token {token}".encode())] if token else []
     communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, _ = await communicator.connect()
@@ -22,29 +29,52 @@ async def connect(path: str, token: str | None) -> WebsocketCommunicator:
     return communicator
 
 
-async def receive(communicator: WebsocketCommunicator) -> dict:
-    return json.loads(await communicator.receive_from(timeout=3))
+async def receive(communicator: WebsocketCommunicator, timeout: float = 3) -> dict:
+    return json.loads(await communicator.receive_from(timeout=timeout))
 
 
-def command(token: str, path: str, body: dict | None = None):
+async def receive_all(communicator: WebsocketCommunicator) -> list[dict]:
+    """Every frame until the socket stays quiet for a moment."""
+    frames = []
+    while not await communicator.receive_nothing(timeout=0.3):
+        frames.append(await receive(communicator))
+    return frames
+
+
+async def subscribe(ws, topic: str, since: Any = None, ref: Any = None) -> dict:
+    frame = {"type": "subscribe", "topic": topic, "ref": ref}
+    if since is not None:
+        frame["since"] = since
+    await ws.send_json_to(frame)
+    return await receive(ws)
+
+
+def _command(token: str, path: str, body: dict | None = None) -> dict:
     response = client_for(token).post(path, body or {}, format="json")
     assert response.status_code in (200, 201), response.content
     return response.json()
 
 
+command = database_sync_to_async(_command)
+
+
+async def place(token: str) -> dict:
+    return await command(token, "/api/v1/orders/", ONE_ITEM)
+
+
+async def add_item(token: str, order_id: str, sku: str) -> dict:
+    body = {"sku": sku, "quantity": 1, "unit_price": "1.00"}
+    return await command(token, f"/api/v1/orders/{order_id}/items", body)
+
+
 async def test_multiplexed_watch_sends_backlog_then_live_changes(alice):
     _, token = alice
-    order = await database_sync_to_async(command)(token, "/api/v1/orders/", ONE_ITEM)
+    order = await place(token)
     ws = await connect("/ws/v1/", token)
 
-    await ws.send_json_to(
-        {"type": "subscribe", "topic": f"orders/{order['id']}", "since": 0, "ref": "a"}
-    )
-    subscribed = await receive(ws)
+    subscribed = await subscribe(ws, f"orders/{order['id']}", since=0, ref="a")
     backlog = await receive(ws)
-    await database_sync_to_async(command)(
-        token, f"/api/v1/orders/{order['id']}/pay", {"amount": "12.30"}
-    )
+    await command(token, f"/api/v1/orders/{order['id']}/pay", {"amount": "12.30"})
     live = await receive(ws)
 
     assert subscribed == {
@@ -55,4 +85,345 @@ async def test_multiplexed_watch_sends_backlog_then_live_changes(alice):
     }
     assert (backlog["version"], backlog["data"]["status"]) == (1, "placed")
     assert (live["version"], live["data"]["status"]) == (2, "paid")
+    await ws.disconnect()
+
+
+async def test_snapshot_then_watch_gets_changes_made_in_between_once(alice):
+    _, token = alice
+    order = await place(token)
+    snapshot = await database_sync_to_async(
+        lambda: client_for(token).get(f"/api/v1/orders/{order['id']}").json()
+    )()
+    for sku in ("a", "b", "c"):
+        await add_item(token, order["id"], sku)
+    ws = await connect("/ws/v1/", token)
+
+    await subscribe(ws, f"orders/{order['id']}", since=snapshot["version"])
+    await add_item(token, order["id"], "d")
+    frames = await receive_all(ws)
+
+    assert [f["version"] for f in frames] == [2, 3, 4, 5]
+    assert [f["event"]["type"] for f in frames] == ["ItemAdded"] * 4
+    await ws.disconnect()
+
+
+async def test_changes_committed_while_subscribing_arrive_once_in_order(alice):
+    _, token = alice
+    order = await place(token)
+    topic = f"customers/c-alice/orders"
+    ws = await connect("/ws/v1/", token)
+    writer = asyncio.gather(*[add_item(token, order["id"], f"s{n}") for n in range(8)])
+
+    await subscribe(ws, topic, since=0)
+    await writer
+    frames = await receive_all(ws)
+
+    assert [f["version"] for f in frames] == list(range(1, 10))
+    await ws.disconnect()
+
+
+async def test_resume_after_disconnect_gets_exactly_the_missed_changes(alice):
+    _, token = alice
+    order = await place(token)
+    topic = f"orders/{order['id']}"
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, topic, since=0)
+    first = await receive_all(ws)
+    await ws.disconnect()
+
+    await add_item(token, order["id"], "x")
+    await add_item(token, order["id"], "y")
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, topic, since=first[-1]["version"])
+    missed = await receive_all(ws)
+
+    assert [f["version"] for f in first] == [1]
+    assert [f["version"] for f in missed] == [2, 3]
+    assert [f["data"]["items"][-1]["sku"] for f in missed] == ["x", "y"]
+    await ws.disconnect()
+
+
+async def test_watch_without_since_starts_at_the_current_version(alice):
+    _, token = alice
+    order = await place(token)
+    await add_item(token, order["id"], "x")
+    ws = await connect("/ws/v1/", token)
+
+    subscribed = await subscribe(ws, f"orders/{order['id']}")
+    quiet = await receive_all(ws)
+    await add_item(token, order["id"], "y")
+    live = await receive_all(ws)
+
+    assert subscribed["version"] == 2
+    assert quiet == []
+    assert [f["version"] for f in live] == [3]
+    await ws.disconnect()
+
+
+async def test_since_ahead_of_the_topic_gets_a_reset(alice):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+
+    subscribed = await subscribe(ws, f"orders/{order['id']}", since=999)
+    reset = await receive(ws)
+
+    assert subscribed["version"] == 1
+    assert reset == {
+        "type": "reset",
+        "topic": f"orders/{order['id']}",
+        "version": 1,
+        "reason": "version_ahead",
+    }
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("since", [-1, "abc", 1.5, True, 2**64])
+async def test_a_bad_since_gets_an_error_frame_and_the_socket_stays_open(alice, since):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+
+    error = await subscribe(ws, f"orders/{order['id']}", since=since, ref=7)
+    pong = await ws.send_json_to({"type": "ping"}) or await receive(ws)
+
+    assert (error["type"], error["code"], error["ref"]) == (
+        "error",
+        "validation_error",
+        7,
+    )
+    assert pong["type"] == "pong"
+    await ws.disconnect()
+
+
+async def test_a_failed_command_sends_nothing_and_leaves_the_version(alice):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, f"orders/{order['id']}")
+
+    response = await database_sync_to_async(
+        lambda: client_for(token).post(f"/api/v1/orders/{order['id']}/ship")
+    )()
+    frames = await receive_all(ws)
+
+    assert response.status_code == 422
+    assert frames == []
+    assert await database_sync_to_async(Topic.objects.get)(name=f"orders/{order['id']}")
+    assert (
+        await database_sync_to_async(Topic.objects.get)(name=f"orders/{order['id']}")
+    ).version == 1
+    await ws.disconnect()
+
+
+async def test_c07_rolled_back_change_is_never_sent_and_a_slow_commit_is_sent_after_commit(
+    alice,
+):
+    _, token = alice
+    order = await place(token)
+    topic = f"orders/{order['id']}"
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, topic)
+    behaviour = {"mode": "raise"}
+
+    def after_projection(events):
+        if behaviour["mode"] == "raise":
+            raise RuntimeError("the command fails after updating the read model")
+        time.sleep(1)
+        behaviour["committing_at"] = time.monotonic()
+
+    store.on_append(after_projection)
+    try:
+        with pytest.raises(RuntimeError):
+            await add_item(token, order["id"], "rolled-back")
+        rolled_back = await receive_all(ws)
+        version_after_failure = (
+            await database_sync_to_async(Topic.objects.get)(name=topic)
+        ).version
+
+        behaviour["mode"] = "sleep"
+        slow = asyncio.create_task(add_item(token, order["id"], "slow"))
+        pushed = await receive(ws, timeout=5)
+        arrived_at = time.monotonic()
+        snapshot = await database_sync_to_async(
+            lambda: client_for(token).get(f"/api/v1/orders/{order['id']}").json()
+        )()
+        await slow
+    finally:
+        store._append_hooks.remove(after_projection)
+
+    assert rolled_back == []
+    assert version_after_failure == 1
+    assert pushed["version"] == 2
+    assert arrived_at >= behaviour["committing_at"]
+    assert snapshot["version"] >= pushed["version"]
+    await ws.disconnect()
+
+
+async def test_watch_without_credentials_is_closed_with_4401():
+    ws = await connect("/ws/v1/")
+
+    closed = await ws.receive_output(timeout=3)
+
+    assert closed == {"type": "websocket.close", "code": 4401}
+
+
+async def test_a_customer_is_refused_another_customers_order_on_watch(alice, bob):
+    _, alice_token = alice
+    _, bob_token = bob
+    order = await place(alice_token)
+    ws = await connect("/ws/v1/", bob_token)
+
+    refused = await subscribe(ws, f"orders/{order['id']}", ref=1)
+    refused_list = await subscribe(ws, "customers/c-alice/orders", ref=2)
+    per_resource = await connect(f"/api/v1/orders/{order['id']}/watch", bob_token)
+    error = await receive(per_resource)
+    closed = await per_resource.receive_output(timeout=3)
+    await add_item(alice_token, order["id"], "secret")
+    leaked = await receive_all(ws)
+
+    assert (refused["code"], refused["ref"]) == ("forbidden", 1)
+    assert (refused_list["code"], refused_list["ref"]) == ("forbidden", 2)
+    assert error["code"] == "forbidden"
+    assert closed == {"type": "websocket.close", "code": 4403}
+    assert leaked == []
+    await ws.disconnect()
+
+
+async def test_staff_may_watch_any_customer(alice, staff):
+    _, alice_token = alice
+    _, staff_token = staff
+    order = await place(alice_token)
+    ws = await connect("/ws/v1/", staff_token)
+
+    subscribed = await subscribe(ws, "customers/c-alice/orders", since=0)
+    frames = await receive_all(ws)
+
+    assert subscribed["type"] == "subscribed"
+    assert [f["key"] for f in frames] == [order["id"]]
+    await ws.disconnect()
+
+
+async def test_per_resource_watch_resumes_from_since_in_the_query(alice):
+    _, token = alice
+    order = await place(token)
+    await add_item(token, order["id"], "x")
+
+    ws = await connect(f"/api/v1/orders/{order['id']}/watch?since=1", token)
+    subscribed = await receive(ws)
+    frames = await receive_all(ws)
+
+    assert subscribed["version"] == 1
+    assert [f["version"] for f in frames] == [2]
+    await ws.disconnect()
+
+
+async def test_unknown_topic_and_unknown_order_get_not_found(alice):
+    _, token = alice
+    ws = await connect("/ws/v1/", token)
+
+    unknown = await subscribe(ws, "weather/today")
+    no_order = await subscribe(ws, "orders/does-not-exist")
+
+    assert unknown["code"] == "not_found"
+    assert no_order["code"] == "not_found"
+    await ws.disconnect()
+
+
+async def test_bad_frames_get_errors_and_leave_other_subscriptions_working(alice):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, f"orders/{order['id']}")
+
+    await ws.send_to(text_data="{not json")
+    not_json = await receive(ws)
+    await ws.send_to(text_data=json.dumps({"type": "dance"}))
+    unknown = await receive(ws)
+    await ws.send_to(text_data="x" * (64 * 1024 + 1))
+    too_large = await receive(ws)
+    await add_item(token, order["id"], "still-here")
+    change = await receive(ws)
+
+    assert not_json["code"] == "invalid_frame"
+    assert unknown["code"] == "unknown_type"
+    assert too_large["code"] == "frame_too_large"
+    assert change["version"] == 2
+    await ws.disconnect()
+
+
+async def test_unsubscribe_stops_changes(alice):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, f"orders/{order['id']}")
+
+    await ws.send_json_to({"type": "unsubscribe", "topic": f"orders/{order['id']}"})
+    unsubscribed = await receive(ws)
+    await add_item(token, order["id"], "x")
+    frames = await receive_all(ws)
+
+    assert unsubscribed["type"] == "unsubscribed"
+    assert frames == []
+    await ws.disconnect()
+
+
+async def test_a_ticket_opens_one_connection_only(alice):
+    user, token = alice
+    order = await place(token)
+    ticket = await database_sync_to_async(issue_ticket)(user)
+
+    first = await connect(f"/ws/v1/?ticket={ticket.key}")
+    subscribed = await subscribe(first, f"orders/{order['id']}")
+    second = await connect(f"/ws/v1/?ticket={ticket.key}")
+    refused = await second.receive_output(timeout=3)
+
+    assert subscribed["type"] == "subscribed"
+    assert refused == {"type": "websocket.close", "code": 4401}
+    await first.disconnect()
+
+
+async def test_a_gap_in_live_changes_is_filled_from_the_outbox(alice, monkeypatch):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, f"orders/{order['id']}")
+    original = relay.send_changes
+    dropped = []
+
+    async def drop_first(changes):
+        if not dropped:
+            dropped.extend(changes)
+            return
+        await original(changes)
+
+    monkeypatch.setattr(relay, "send_changes", drop_first)
+    await add_item(token, order["id"], "lost-in-transit")
+    await add_item(token, order["id"], "arrives")
+    frames = await receive_all(ws)
+
+    assert [c.version for c in dropped if c.topic.startswith("orders/")] == [2]
+    assert [f["version"] for f in frames] == [2, 3]
+    await ws.disconnect()
+
+
+async def test_changes_left_unsent_are_sent_when_a_relay_starts(alice):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, f"orders/{order['id']}")
+
+    # A crash between commit and send leaves the row unsent.
+    await database_sync_to_async(
+        lambda: Change.objects.filter(topic=f"orders/{order['id']}").update(
+            sent_at=None
+        )
+    )()
+    sent = await relay.sweep_unsent(older_than_secs=0)
+    unsent_after = await database_sync_to_async(
+        lambda: Change.objects.filter(sent_at__isnull=True).count()
+    )()
+
+    assert sent >= 1
+    assert unsent_after == 0
     await ws.disconnect()
