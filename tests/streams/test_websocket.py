@@ -110,7 +110,7 @@ async def test_snapshot_then_watch_gets_changes_made_in_between_once(alice):
 async def test_changes_committed_while_subscribing_arrive_once_in_order(alice):
     _, token = alice
     order = await place(token)
-    topic = f"customers/c-alice/orders"
+    topic = "customers/c-alice/orders"
     ws = await connect("/ws/v1/", token)
     writer = asyncio.gather(*[add_item(token, order["id"], f"s{n}") for n in range(8)])
 
@@ -216,7 +216,7 @@ async def test_a_failed_command_sends_nothing_and_leaves_the_version(alice):
     await ws.disconnect()
 
 
-async def test_c07_rolled_back_change_is_never_sent_and_a_slow_commit_is_sent_after_commit(
+async def test_c07_rolled_back_change_is_never_sent_and_slow_commit_sent_after(
     alice,
 ):
     _, token = alice
