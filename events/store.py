@@ -31,10 +31,12 @@ from .records import CommandMetadata, NewEvent, RecordedEvent
 from .upcasting import upcast
 
 __all__ = [
+    "APPEND_NOTIFY_CHANNEL",
     "AppendHook",
     "append_to_stream",
     "head_position",
     "on_append",
+    "on_append_committed",
     "read_all",
     "read_stream",
     "stream_version",
@@ -43,8 +45,13 @@ __all__ = [
 # Any number that no other part of the system uses as an advisory lock key.
 APPEND_LOCK_KEY = 0x4C4F4F4B  # "LOOK"
 
+# PostgreSQL NOTIFY channel that tells workers in other processes that
+# events were committed.
+APPEND_NOTIFY_CHANNEL = "lookout_events"
+
 AppendHook = Callable[[list[RecordedEvent]], None]
 _append_hooks: list[AppendHook] = []
+_commit_listeners: list[Callable[[], None]] = []
 
 _FIELDS = (
     "event_id",
@@ -68,6 +75,18 @@ def on_append(hook: AppendHook) -> AppendHook:
     if hook not in _append_hooks:
         _append_hooks.append(hook)
     return hook
+
+
+def on_append_committed(listener: Callable[[], None]) -> None:
+    """Call ``listener`` (no arguments) after each append commits, in the
+    committing thread: wake-ups for workers in this process."""
+    if listener not in _commit_listeners:
+        _commit_listeners.append(listener)
+
+
+def _notify_listeners() -> None:
+    for listener in _commit_listeners:
+        listener()
 
 
 def append_to_stream(
@@ -118,15 +137,24 @@ def append_to_stream(
         recorded = [_record_from_row(row) for row in rows]
         for hook in _append_hooks:
             hook(recorded)
+        if _commit_listeners:
+            transaction.on_commit(_notify_listeners)
 
     return recorded
 
 
 def lock_store_for_append() -> None:
-    """Hold the store-wide write lock until the current transaction ends."""
+    """Hold the store-wide write lock until the current transaction ends.
+
+    On PostgreSQL the same round trip queues a NOTIFY, which is delivered
+    to listening workers when (and only if) the transaction commits.
+    """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK_KEY])
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s), pg_notify(%s, '')",
+                [APPEND_LOCK_KEY, APPEND_NOTIFY_CHANNEL],
+            )
 
 
 def stream_version(stream_id: str) -> int:

@@ -1,6 +1,12 @@
-"""ASGI entry point: HTTP through Django, WebSocket through Channels."""
+"""ASGI entry point: HTTP through Django, WebSocket through Channels.
+
+On its first connection the server starts, on its own event loop, the
+outbox relay and (in the embedded mode) the projection worker.
+"""
 
 import os
+import threading
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -9,12 +15,37 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from readmodels import conf as readmodels_conf  # noqa: E402
+from readmodels.worker import start_in_background  # noqa: E402
 from streams.auth import WatchAuthMiddleware  # noqa: E402
+from streams.relay import ensure_relay  # noqa: E402
 from streams.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": WatchAuthMiddleware(URLRouter(websocket_urlpatterns)),
-    }
+_worker_started = threading.Lock()
+_worker: list = []
+
+
+class StartServices:
+    """Starts the relay on the serving loop, and the in-process worker."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        if scope["type"] in ("http", "websocket"):
+            ensure_relay()
+            if readmodels_conf.get("WORKER_IN_SERVER") and not _worker:
+                with _worker_started:
+                    if not _worker:
+                        _worker.append(start_in_background())
+        return await self.app(scope, receive, send)
+
+
+application = StartServices(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": WatchAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )

@@ -168,6 +168,13 @@ SPECTACULAR_SETTINGS = {
 # Lookout's own tunables; defaults and meaning live in each app's conf.py.
 EVENTS: dict = {}
 STREAMS: dict = {}
+# The embedded mode runs the projection worker inside the server process;
+# production runs `manage.py run_worker` processes instead.
+_worker_default = "0" if DATABASE_URL else "1"
+READMODELS = {
+    "WORKER_IN_SERVER": os.environ.get("LOOKOUT_WORKER_IN_SERVER", _worker_default)
+    == "1",
+}
 
 LOG_LEVEL = os.environ.get("LOOKOUT_LOG_LEVEL", "INFO")
 LOGGING = {

@@ -100,3 +100,67 @@ class CustomerOrders(models.Model):
 
     def __str__(self) -> str:
         return f"customer {self.customer_id}@{self.version}"
+
+
+class Checkpoint(models.Model):
+    """How far an asynchronous projection has applied the store, and which
+    worker may move it on.
+
+    ``position`` is saved in the same transaction as the projection's rows,
+    so a crash loses both or neither. ``owner`` holds the projection while
+    ``lease_until`` lies ahead; another worker takes over once it passes.
+    """
+
+    RUNNING = "running"
+    FAILED = "failed"
+
+    name = models.CharField(max_length=100, primary_key=True)
+    position = models.BigIntegerField(default=0)
+    owner = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=20, default=RUNNING)
+    last_error = models.TextField(blank=True)
+    failed_position = models.BigIntegerField(null=True, blank=True)
+    skipped_positions = models.JSONField(default=list)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "readmodels_checkpoint"
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.position} ({self.state})"
+
+
+class DashboardOrder(models.Model):
+    """What the dashboard projection remembers of each order: enough to
+    move its figures when the order's status changes."""
+
+    order_id = models.CharField(max_length=100, primary_key=True)
+    status = models.CharField(max_length=20)
+    item_count = models.PositiveIntegerField(default=0)
+    paid_amount = models.DecimalField(max_digits=14, decimal_places=2, null=True)
+
+    class Meta:
+        db_table = "readmodels_dashboard_order"
+
+    def __str__(self) -> str:
+        return f"order {self.order_id} ({self.status})"
+
+
+class Dashboard(models.Model):
+    """Figures across all orders; a single row. ``version`` is topic
+    ``dashboard``."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    order_count = models.PositiveIntegerField(default=0)
+    by_status = models.JSONField(default=dict)
+    revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    version = models.PositiveBigIntegerField(default=0)
+    position = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(null=True)
+
+    class Meta:
+        db_table = "readmodels_dashboard"
+
+    def __str__(self) -> str:
+        return f"dashboard@{self.version}"

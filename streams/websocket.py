@@ -19,7 +19,6 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from accounts.access import Access
 
 from . import conf
-from .relay import ensure_relay
 from .watch import (
     InvalidSince,
     Subscription,
@@ -50,7 +49,6 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
     """Holds subscriptions, catches them up, and relays live changes."""
 
     async def connect(self) -> None:
-        ensure_relay()
         self.subscriptions: dict[str, Subscription] = {}
         user = self.scope.get("user")
         await self.accept()

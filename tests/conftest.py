@@ -99,3 +99,5 @@ def pytest_configure(config) -> None:
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Tests run the projection worker themselves, when they need it.
+    settings.READMODELS = {**settings.READMODELS, "WORKER_IN_SERVER": False}

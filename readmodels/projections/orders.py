@@ -22,8 +22,10 @@ class OrdersProjection:
     name = "orders"
     models = (OrderView, CustomerOrders)
 
-    def handles(self, event: RecordedEvent) -> bool:
-        return event.stream_type == ORDER_STREAM_TYPE
+    def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
+        for event in events:
+            if event.stream_type == ORDER_STREAM_TYPE:
+                self.apply(event, publisher)
 
     def apply(self, event: RecordedEvent, publisher: Publisher) -> None:
         row = self._load(event)

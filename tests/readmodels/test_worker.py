@@ -1,0 +1,264 @@
+"""The projection worker: checkpoints, exactly-once application, leases,
+failures, and gap-safe tailing."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+
+from events.models import StoredEvent
+from events.records import NewEvent, RecordedEvent
+from events.store import append_to_stream, head_position
+from readmodels.models import Change, Checkpoint, Dashboard, Topic
+from readmodels.projections.dashboard import DashboardProjection
+from readmodels.topics import UPSERT, Publisher
+from readmodels.worker import ProjectionWorker
+from tests.conftest import place_order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class CounterProjection:
+    """Counts events: its count is its topic's version, and each count is
+    a Change row, so an event applied twice shows as a repeat."""
+
+    name = "counter"
+    models = ()
+    crash_after: int | None = None
+
+    def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
+        for event in events:
+            version = publisher.next_version("counter")
+            publisher.publish("counter", version, UPSERT, "counter", {}, event)
+            if self.crash_after is not None and event.position == self.crash_after:
+                # A kill between applying an event and saving the checkpoint.
+                raise SystemExit("worker killed")
+
+
+def append_events(count: int, stream: str = "s") -> None:
+    for n in range(count):
+        append_to_stream(f"{stream}-{n}", "thing", 0, [NewEvent("Happened", {"n": n})])
+
+
+def position_of(stream_id: str) -> int:
+    return StoredEvent.objects.get(stream_id=stream_id).position
+
+
+def counter_versions() -> list[int]:
+    changes = Change.objects.filter(topic="counter").order_by("id")
+    return list(changes.values_list("version", flat=True))
+
+
+def test_worker_applies_async_projections_and_saves_the_checkpoint(alice_client):
+    order = place_order(alice_client)
+    alice_client.post(
+        f"/api/v1/orders/{order['id']}/pay", {"amount": "12.30"}, format="json"
+    )
+    worker = ProjectionWorker()
+
+    while worker.step():
+        pass
+
+    dashboard = Dashboard.objects.get()
+    assert (dashboard.order_count, dashboard.revenue) == (1, Decimal("12.30"))
+    assert dashboard.by_status == {"placed": 0, "paid": 1}
+    assert dashboard.version == Topic.objects.get(name="dashboard").version == 2
+    assert Topic.objects.get(name="events").version == 2
+    checkpoints = dict(Checkpoint.objects.values_list("name", "position"))
+    assert checkpoints == {"dashboard": head_position(), "events": head_position()}
+
+
+def test_c04_a_worker_killed_mid_batch_resumes_and_counts_each_event_once():
+    append_events(50)
+    counter = CounterProjection()
+    counter.crash_after = 20
+    first = ProjectionWorker([counter], owner="first", batch_size=100, lease_secs=0.2)
+
+    with pytest.raises(SystemExit):
+        first.step()
+    after_crash = counter_versions()
+    counter.crash_after = None
+    time.sleep(0.3)
+    second = ProjectionWorker([counter], owner="second", batch_size=100)
+    while second.step():
+        pass
+    append_events(10, stream="late")
+    while second.step():
+        pass
+
+    assert after_crash == []
+    versions = counter_versions()
+    assert versions == list(range(1, 61))
+    assert Topic.objects.get(name="counter").version == 60
+    assert Checkpoint.objects.get(name="counter").position == head_position()
+
+
+def test_only_one_worker_applies_a_projection_until_its_lease_runs_out():
+    append_events(5)
+    counter = CounterProjection()
+    first = ProjectionWorker([counter], owner="first", lease_secs=0.5)
+    second = ProjectionWorker([counter], owner="second", lease_secs=0.5)
+
+    assert first.step() == 5
+    append_events(3, stream="more")
+    assert second.step() == 0
+    time.sleep(0.6)
+    taken_over = second.step()
+
+    assert taken_over == 3
+    assert Checkpoint.objects.get(name="counter").owner == "second"
+    assert counter_versions() == list(range(1, 9))
+
+
+def test_a_worker_that_lost_its_lease_cannot_apply_a_batch_twice():
+    append_events(4)
+    counter = CounterProjection()
+    stalled = ProjectionWorker([counter], owner="stalled", lease_secs=0.1)
+    stalled.claim("counter")
+    time.sleep(0.2)
+    ProjectionWorker([counter], owner="fresh").step()
+
+    applied = stalled.advance(counter)
+
+    assert applied == 0
+    assert counter_versions() == [1, 2, 3, 4]
+
+
+class FailingProjection(CounterProjection):
+    name = "fragile"
+    fail_at_n = 2
+
+    def apply_batch(self, events, publisher) -> None:
+        for event in events:
+            if event.data.get("n") == self.fail_at_n:
+                raise ValueError("cannot apply this event")
+        super().apply_batch(events, publisher)
+
+
+def test_an_event_that_fails_stops_its_projection_only_and_can_be_skipped(caplog):
+    append_events(5)
+    fragile = FailingProjection()
+    counter = CounterProjection()
+    worker = ProjectionWorker([fragile, counter])
+
+    while worker.step():
+        pass
+    stopped = Checkpoint.objects.get(name="fragile")
+    status = io.StringIO()
+    call_command("projection_status", stdout=status)
+    call_command("skip_event", "fragile", "--position", str(stopped.failed_position))
+    while worker.step():
+        pass
+
+    bad = position_of("s-2")
+    assert stopped.state == Checkpoint.FAILED
+    assert stopped.position == position_of("s-1")
+    assert stopped.failed_position == bad
+    assert "ValueError: cannot apply this event" in stopped.last_error
+    assert "stream s-2 version 1" in stopped.last_error
+    assert f"fragile: position {position_of('s-1')}" in status.getvalue()
+    assert f"stopped at position {bad}" in status.getvalue()
+    assert Checkpoint.objects.get(name="counter").position == head_position()
+    resumed = Checkpoint.objects.get(name="fragile")
+    assert (resumed.state, resumed.position) == (Checkpoint.RUNNING, head_position())
+    assert [s["position"] for s in resumed.skipped_positions] == [bad]
+    assert counter_versions() == list(range(1, 10))
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert f"projection fragile stopped at position {bad}" in errors[0].getMessage()
+
+
+def test_a_rolled_back_append_leaves_a_hole_the_worker_passes_without_waiting():
+    append_events(1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        append_to_stream("doomed", "thing", 0, [NewEvent("Happened", {})])
+        raise RuntimeError("roll back")
+    append_events(1, stream="after")
+    counter = CounterProjection()
+
+    while ProjectionWorker([counter]).step():
+        pass
+
+    last = json.loads(Change.objects.order_by("-id").first().message)["position"]
+    assert counter_versions() == [1, 2]
+    assert last == position_of("after-0") > position_of("s-0")
+    assert Checkpoint.objects.get(name="counter").position == last
+
+
+def test_an_append_in_flight_is_never_passed_by_a_worker():
+    """A later append waits for the one in flight; the worker, looking in
+    between, sees neither (PostgreSQL) or waits for both (SQLite), and in
+    the end applies all in commit order, once."""
+    append_events(1)
+    holding = threading.Event()
+    release = threading.Event()
+    seen = []
+
+    def slow_append() -> None:
+        with transaction.atomic():
+            append_to_stream("slow", "thing", 0, [NewEvent("Happened", {})])
+            holding.set()
+            release.wait(5)
+
+    def quick_append() -> None:
+        append_to_stream("quick", "thing", 0, [NewEvent("Happened", {})])
+
+    counter = CounterProjection()
+    worker = ProjectionWorker([counter])
+    threads = [in_thread(slow_append)]
+    holding.wait(5)
+    threads.append(in_thread(quick_append))
+    threads.append(in_thread(lambda: seen.append(worker.step())))
+    time.sleep(0.5)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    while worker.step():
+        pass
+
+    if connection.vendor == "postgresql":
+        assert seen == [1]
+    messages = Change.objects.filter(topic="counter").order_by("version")
+    streams = [
+        json.loads(message)["event"]["stream_id"]
+        for message in messages.values_list("message", flat=True)
+    ]
+    assert streams == ["s-0", "slow", "quick"]
+
+
+def in_thread(target) -> threading.Thread:
+    def run() -> None:
+        try:
+            target()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_dashboard_refunds_a_cancelled_paid_order(alice_client):
+    paid = place_order(alice_client)
+    alice_client.post(
+        f"/api/v1/orders/{paid['id']}/pay", {"amount": "12.30"}, format="json"
+    )
+    alice_client.post(
+        f"/api/v1/orders/{paid['id']}/cancel", {"reason": "x"}, format="json"
+    )
+    place_order(alice_client)
+
+    while ProjectionWorker([DashboardProjection()]).step():
+        pass
+
+    dashboard = Dashboard.objects.get()
+    assert dashboard.revenue == Decimal("0")
+    assert dashboard.by_status == {"placed": 1, "paid": 0, "cancelled": 1}
+    assert dashboard.order_count == 2
