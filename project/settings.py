@@ -90,7 +90,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "lookout.sqlite3",
+            "NAME": os.environ.get("LOOKOUT_SQLITE_PATH", VAR_DIR / "lookout.sqlite3"),
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
@@ -168,6 +168,8 @@ SPECTACULAR_SETTINGS = {
 # Lookout's own tunables; defaults and meaning live in each app's conf.py.
 EVENTS: dict = {}
 STREAMS: dict = {}
+if os.environ.get("LOOKOUT_HEARTBEAT_SECS"):
+    STREAMS["HEARTBEAT_SECS"] = float(os.environ["LOOKOUT_HEARTBEAT_SECS"])
 # The embedded mode runs the projection worker inside the server process;
 # production runs `manage.py run_worker` processes instead.
 _worker_default = "0" if DATABASE_URL else "1"

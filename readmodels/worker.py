@@ -95,7 +95,15 @@ class ProjectionWorker:
         try:
             while not stop.is_set():
                 close_old_connections()
-                if self.step() == 0:
+                try:
+                    applied = self.step()
+                except Exception:
+                    # A lost database connection, say: the checkpoint is
+                    # intact, so try again after a poll.
+                    logger.exception("worker %s failed a step", self.owner)
+                    connection.close()
+                    applied = 0
+                if applied == 0:
                     self.wakeup.wait(self.poll_secs)
                     self.wakeup.clear()
         finally:

@@ -18,6 +18,14 @@ DEFAULTS: dict[str, Any] = {
     # Unsent outbox rows older than this are sent by the relay's sweep; the
     # grace keeps it from racing a transaction that is announcing its own.
     "RELAY_SWEEP_GRACE_SECS": 5,
+    # An idle SSE stream gets a comment this often, so that proxies keep it
+    # open and clients notice a dead one; the protocol asks for 15 s at most.
+    "HEARTBEAT_SECS": 15.0,
+    # How long a browser waits before reconnecting a dropped SSE stream.
+    "SSE_RETRY_MS": 2000,
+    # Long polls wait this long by default, and at most MAX.
+    "LONG_POLL_TIMEOUT_SECS": 25.0,
+    "LONG_POLL_MAX_TIMEOUT_SECS": 60.0,
 }
 
 

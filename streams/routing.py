@@ -3,19 +3,18 @@ watch routes; the protocol (upgrade or not) picks the transport."""
 
 from django.urls import re_path
 
-from .websocket import (
-    CustomerOrdersWatchConsumer,
-    MultiplexWatchConsumer,
-    OrderWatchConsumer,
-)
+from . import websocket
 
 websocket_urlpatterns = [
-    re_path(r"^ws/v1/?$", MultiplexWatchConsumer.as_asgi()),
+    re_path(r"^ws/v1/?$", websocket.MultiplexWatchConsumer.as_asgi()),
     re_path(
-        r"^api/v1/orders/(?P<order_id>[^/]+)/watch/?$", OrderWatchConsumer.as_asgi()
+        r"^api/v1/orders/(?P<order_id>[^/]+)/watch/?$",
+        websocket.OrderWatchConsumer.as_asgi(),
     ),
     re_path(
         r"^api/v1/customers/(?P<customer_id>[^/]+)/orders/watch/?$",
-        CustomerOrdersWatchConsumer.as_asgi(),
+        websocket.CustomerOrdersWatchConsumer.as_asgi(),
     ),
+    re_path(r"^api/v1/dashboard/watch/?$", websocket.DashboardWatchConsumer.as_asgi()),
+    re_path(r"^api/v1/events/watch/?$", websocket.EventsWatchConsumer.as_asgi()),
 ]

@@ -242,3 +242,11 @@ class OrderWatchConsumer(ResourceWatchConsumer):
 
 class CustomerOrdersWatchConsumer(ResourceWatchConsumer):
     topic_format = "customers/{customer_id}/orders"
+
+
+class DashboardWatchConsumer(ResourceWatchConsumer):
+    topic_format = "dashboard"
+
+
+class EventsWatchConsumer(ResourceWatchConsumer):
+    topic_format = "events"

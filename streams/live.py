@@ -1,0 +1,100 @@
+"""Following one topic from code that is not a Channels consumer: the SSE
+and long-poll views.
+
+``TopicFollower`` joins the topic's group on a channel of its own, then
+yields the backlog above a version followed by live changes, once each and
+in order, filling any gap from the outbox. It holds no database connection
+while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from .watch import Backlog, group_name, read_backlog
+
+__all__ = ["Delivery", "TopicFollower"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One thing to tell the subscriber: a change (``message`` is its JSON
+    text), a reset (``reset`` is the reset object), or nothing new within
+    the wait (``idle``)."""
+
+    version: int
+    message: str | None = None
+    reset: dict[str, Any] | None = None
+    idle: bool = False
+
+
+class TopicFollower:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.layer = get_channel_layer()
+        self.channel = ""
+        self.version = 0
+
+    async def __aenter__(self) -> TopicFollower:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(group_name(self.topic), self.channel)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.layer.group_discard(group_name(self.topic), self.channel)
+
+    async def start(self, since: int | None) -> Backlog:
+        """Read the first page of backlog; ``self.version`` is where the
+        subscriber starts."""
+        backlog = await database_sync_to_async(read_backlog)(self.topic, since)
+        self.version = backlog.version if backlog.reset or since is None else since
+        return backlog
+
+    async def deliveries(
+        self, first: Backlog, idle_secs: float
+    ) -> AsyncIterator[Delivery]:
+        """Everything after the starting version, then live changes; an
+        ``idle`` delivery after each quiet ``idle_secs``."""
+        async for delivery in self._drain(first):
+            yield delivery
+        while True:
+            try:
+                event = await asyncio.wait_for(
+                    self.layer.receive(self.channel), timeout=idle_secs
+                )
+            except TimeoutError:
+                yield Delivery(self.version, idle=True)
+                continue
+            if event.get("topic") != self.topic or event["version"] <= self.version:
+                continue
+            if event["version"] == self.version + 1:
+                self.version = event["version"]
+                yield Delivery(self.version, message=event["message"])
+                continue
+            # A gap: a send was dropped or overtaken. Read it from the outbox.
+            backlog = await database_sync_to_async(read_backlog)(
+                self.topic, self.version
+            )
+            async for delivery in self._drain(backlog):
+                yield delivery
+
+    async def _drain(self, backlog: Backlog) -> AsyncIterator[Delivery]:
+        while True:
+            if backlog.reset:
+                self.version = backlog.version
+                yield Delivery(backlog.version, reset=backlog.reset)
+            for offset, message in enumerate(backlog.messages, 1):
+                yield Delivery(self.version + offset, message=message)
+            if backlog.messages:
+                self.version = backlog.version
+            if not backlog.more:
+                return
+            backlog = await database_sync_to_async(read_backlog)(
+                self.topic, self.version
+            )
