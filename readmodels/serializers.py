@@ -20,30 +20,23 @@ def watch_links(resource_path: str, topic: str) -> dict[str, Any]:
     }
 
 
-class OrderViewSerializer(serializers.ModelSerializer):
+class OrderViewSerializer(serializers.Serializer):
+    # A plain Serializer, not a ModelSerializer: it is built for every
+    # change, and declaring the fields spares the model introspection.
     id = serializers.CharField(source="order_id")
+    customer_id = serializers.CharField()
+    status = serializers.CharField()
+    items = serializers.JSONField()
     total = serializers.DecimalField(max_digits=14, decimal_places=2)
     paid_amount = serializers.DecimalField(
         max_digits=14, decimal_places=2, allow_null=True
     )
+    cancel_reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    version = serializers.IntegerField()
+    stream_version = serializers.IntegerField()
     _links = serializers.SerializerMethodField()
-
-    class Meta:
-        model = OrderView
-        fields = [
-            "id",
-            "customer_id",
-            "status",
-            "items",
-            "total",
-            "paid_amount",
-            "cancel_reason",
-            "created_at",
-            "updated_at",
-            "version",
-            "stream_version",
-            "_links",
-        ]
 
     def get__links(self, order: OrderView) -> dict[str, Any]:
         links = watch_links(

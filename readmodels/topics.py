@@ -13,12 +13,16 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 from django.db import transaction
+from django.db.models import F, OuterRef, Q, Subquery
+from django.utils import timezone
 
 from events.records import RecordedEvent
 
+from . import conf
 from .models import Change, Topic
 
 __all__ = [
@@ -31,6 +35,7 @@ __all__ = [
     "encode_message",
     "on_change_committed",
     "order_topic",
+    "trim_changes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,11 +101,21 @@ class Publisher(Protocol):
 
 
 class OutboxPublisher:
-    """Writes changes to the outbox inside the current transaction."""
+    """Writes changes to the outbox inside the current transaction.
+
+    Use one publisher per transaction: it remembers the versions it gave,
+    and announces all of its changes at once when the transaction commits.
+    """
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int | None] = {}
+        self.committed: list[CommittedChange] = []
 
     def next_version(self, topic: str) -> int:
-        row = Topic.objects.select_for_update().filter(name=topic).first()
-        return (row.version if row else 0) + 1
+        if topic not in self.versions:
+            row = Topic.objects.select_for_update().filter(name=topic).first()
+            self.versions[topic] = row.version if row else None
+        return (self.versions[topic] or 0) + 1
 
     def publish(
         self,
@@ -123,14 +138,18 @@ class OutboxPublisher:
                 "event": event.summary(),
             }
         )
-        updated = Topic.objects.filter(name=topic).update(version=version)
-        if not updated:
+        if self.versions.get(topic) is None:
             Topic.objects.create(name=topic, version=version)
+        else:
+            Topic.objects.filter(name=topic).update(version=version)
+        self.versions[topic] = version
         change = Change.objects.create(
             topic=topic, version=version, position=event.position, message=message
         )
-        committed = CommittedChange(change.id, topic, version, message)
-        transaction.on_commit(lambda: _announce([committed]))
+
+        if not self.committed:
+            transaction.on_commit(lambda: _announce(self.committed))
+        self.committed.append(CommittedChange(change.id, topic, version, message))
 
 
 class CountingPublisher:
@@ -168,3 +187,34 @@ def _announce(changes: list[CommittedChange]) -> None:
             logger.exception(
                 "announcing change %s@%d failed", changes[0].topic, changes[0].version
             )
+
+
+def trim_changes(
+    keep_versions: int | None = None, keep_secs: float | None = None
+) -> int:
+    """Delete history that watchers may no longer resume from.
+
+    A change goes once it is more than ``keep_versions`` behind its topic's
+    version, or older than ``keep_secs``; an unsent change stays until the
+    relay has sent it. Returns the changes deleted.
+
+    Limit: changes older than the retention window are trimmed; a watcher
+    resuming from before it gets a reset and must fetch the snapshot again.
+    """
+    if keep_versions is None:
+        keep_versions = conf.get("CHANGE_RETENTION_VERSIONS")
+    if keep_secs is None:
+        keep_secs = conf.get("CHANGE_RETENTION_SECS")
+    oldest_kept = timezone.now() - timedelta(seconds=keep_secs)
+    head = Topic.objects.filter(name=OuterRef("topic")).values("version")[:1]
+    expired = (
+        Change.objects.annotate(head=Subquery(head))
+        .filter(sent_at__isnull=False)
+        .filter(
+            Q(version__lte=F("head") - keep_versions) | Q(created_at__lt=oldest_kept)
+        )
+    )
+    deleted, _ = Change.objects.filter(id__in=expired.values("id")).delete()
+    if deleted:
+        logger.info("trimmed %d changes from topic history", deleted)
+    return deleted

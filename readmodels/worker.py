@@ -34,9 +34,10 @@ from django.utils import timezone
 from events.records import RecordedEvent
 from events.store import APPEND_NOTIFY_CHANNEL, on_append_committed, read_all
 
+from . import conf
 from .models import Checkpoint
 from .projector import ASYNC_PROJECTIONS, Projection
-from .topics import OutboxPublisher
+from .topics import OutboxPublisher, trim_changes
 
 __all__ = ["ProjectionWorker", "start_in_background"]
 
@@ -74,6 +75,7 @@ class ProjectionWorker:
         self.lease_secs = lease_secs
         self.poll_secs = poll_secs
         self.wakeup = threading.Event()
+        self.last_trim = 0.0
 
     def step(self) -> int:
         """Move every projection this worker can hold by one batch.
@@ -96,6 +98,7 @@ class ProjectionWorker:
             while not stop.is_set():
                 close_old_connections()
                 try:
+                    self.trim_when_due()
                     applied = self.step()
                 except Exception:
                     # A lost database connection, say: the checkpoint is
@@ -109,6 +112,14 @@ class ProjectionWorker:
         finally:
             self.release()
             connection.close()
+
+    def trim_when_due(self) -> None:
+        """Trim topic history now and then; every worker may, since a
+        trim is idempotent."""
+        now = time.monotonic()
+        if now - self.last_trim >= conf.get("TRIM_EVERY_SECS"):
+            self.last_trim = now
+            trim_changes()
 
     def claim(self, name: str) -> bool:
         """Take or renew the lease on a projection."""

@@ -115,7 +115,7 @@ class TopicWatchView(View):
             await database_sync_to_async(_authorize)(user, topic)
             since = _since(request)
             if wants_event_stream(request):
-                return await event_stream(topic, since)
+                return await event_stream(user, topic, since)
             return await long_poll(topic, since, _timeout(request))
         except WatchError as exc:
             return exc.response()
@@ -131,7 +131,17 @@ def sse_frame(delivery: Delivery) -> str:
     return f"id: {delivery.version}\nevent: change\ndata: {delivery.message}\n\n"
 
 
-async def event_stream(topic: str, since: int | None) -> StreamingHttpResponse:
+def _still_allowed(user: Any, topic: str) -> bool:
+    fresh = type(user).objects.filter(pk=user.pk).first()
+    return fresh is not None and Access(fresh).may_watch(topic)
+
+
+async def event_stream(
+    user: Any, topic: str, since: int | None
+) -> StreamingHttpResponse:
+    """Stream changes; while idle, send a comment and check that the user
+    may still watch (a deactivated user's stream ends within one idle
+    interval)."""
     follower = TopicFollower(topic)
 
     async def frames() -> AsyncIterator[str]:
@@ -146,7 +156,14 @@ async def event_stream(topic: str, since: int | None) -> StreamingHttpResponse:
             yield f"event: subscribed\ndata: {encode(subscribed)}\n\n"
             idle_secs = conf.get("HEARTBEAT_SECS")
             async for delivery in follower.deliveries(first, idle_secs):
-                yield ": keep-alive\n\n" if delivery.idle else sse_frame(delivery)
+                if not delivery.idle:
+                    yield sse_frame(delivery)
+                    continue
+                if not await database_sync_to_async(_still_allowed)(user, topic):
+                    error = error_body("forbidden", f"you may no longer watch {topic}")
+                    yield f"event: error\ndata: {encode(error)}\n\n"
+                    return
+                yield ": keep-alive\n\n"
 
     response = StreamingHttpResponse(frames(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache, no-transform"

@@ -17,6 +17,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from readmodels.topics import current_version
+
+from . import metrics
 from .watch import Backlog, group_name, read_backlog
 
 __all__ = ["Delivery", "TopicFollower"]
@@ -69,6 +72,16 @@ class TopicFollower:
                     self.layer.receive(self.channel), timeout=idle_secs
                 )
             except TimeoutError:
+                # Quiet: catch up if the last change sent was dropped.
+                if (
+                    await database_sync_to_async(current_version)(self.topic)
+                    > self.version
+                ):
+                    backlog = await database_sync_to_async(read_backlog)(
+                        self.topic, self.version
+                    )
+                    async for delivery in self._drain(backlog):
+                        yield delivery
                 yield Delivery(self.version, idle=True)
                 continue
             if event.get("topic") != self.topic or event["version"] <= self.version:
@@ -78,6 +91,7 @@ class TopicFollower:
                 yield Delivery(self.version, message=event["message"])
                 continue
             # A gap: a send was dropped or overtaken. Read it from the outbox.
+            metrics.WATCH_GAPS.labels("http").inc()
             backlog = await database_sync_to_async(read_backlog)(
                 self.topic, self.version
             )

@@ -24,7 +24,7 @@ from django.utils import timezone
 from readmodels.models import Change
 from readmodels.topics import CommittedChange
 
-from . import conf
+from . import conf, metrics
 from .watch import group_name
 
 __all__ = ["Relay", "announce", "ensure_relay", "send_changes", "sweep_unsent"]
@@ -47,6 +47,7 @@ async def send_changes(changes: list[CommittedChange]) -> None:
                 "message": change.message,
             },
         )
+    metrics.CHANGES_SENT.inc(len(changes))
 
 
 def mark_sent(ids: list[int]) -> None:

@@ -8,6 +8,7 @@ frames and stays open).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -15,10 +16,12 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 
 from accounts.access import Access
+from readmodels.models import Topic
 
-from . import conf
+from . import conf, metrics
 from .watch import (
     InvalidSince,
     Subscription,
@@ -56,14 +59,50 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
         self.access = await database_sync_to_async(Access)(user)
+        self.ticker = asyncio.create_task(self._tick_forever())
         await self.start()
 
     async def start(self) -> None:
         """Called once the connection is accepted and authenticated."""
 
     async def disconnect(self, code: int) -> None:
+        ticker = getattr(self, "ticker", None)
+        if ticker:
+            ticker.cancel()
         for topic in list(getattr(self, "subscriptions", {})):
             await self.channel_layer.group_discard(group_name(topic), self.channel_name)
+
+    async def _tick_forever(self) -> None:
+        # The tick goes through the consumer's own channel, so it is handled
+        # in turn with changes and frames, never alongside them.
+        interval = conf.get("HEARTBEAT_SECS")
+        while True:
+            await asyncio.sleep(interval)
+            await self.channel_layer.send(self.channel_name, {"type": "watch.tick"})
+
+    async def watch_tick(self, event: dict[str, Any]) -> None:
+        """Check that the user may still watch, and catch up subscriptions
+        whose last change was dropped on the way."""
+        allowed, versions = await database_sync_to_async(self._recheck)()
+        if not allowed:
+            logger.info("subscriber %s lost access; closing", self.channel_name)
+            await self.send_json(
+                error_message("forbidden", "your access to these topics was withdrawn")
+            )
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        for topic, subscription in list(self.subscriptions.items()):
+            if versions.get(topic, 0) > subscription.version:
+                await self.catch_up(subscription)
+
+    def _recheck(self) -> tuple[bool, dict[str, int]]:
+        user = get_user_model().objects.filter(pk=self.access.user.pk).first()
+        self.access = Access(user)
+        topics = list(self.subscriptions)
+        if not self.access.active or not all(self.access.may_watch(t) for t in topics):
+            return False, {}
+        found = Topic.objects.filter(name__in=topics).values_list("name", "version")
+        return True, dict(found)
 
     async def send_json(self, message: dict[str, Any]) -> None:
         await self.send(text_data=encode(message))
@@ -110,6 +149,14 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         await self.catch_up(subscription)
 
     async def catch_up(self, subscription: Subscription) -> None:
+        metrics.WATCH_GAPS.labels("websocket").inc()
+        logger.info(
+            "subscriber %s missed changes of %s after version %d; "
+            "reading them from the outbox",
+            self.channel_name,
+            subscription.topic,
+            subscription.version,
+        )
         backlog = await database_sync_to_async(read_backlog)(
             subscription.topic, subscription.version
         )

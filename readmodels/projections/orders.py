@@ -36,7 +36,7 @@ class OrdersProjection:
         # The order's own topic.
         topic = order_topic(row.order_id)
         row.version = publisher.next_version(topic)
-        row.save()
+        row.save(force_insert=row._state.adding)
         data = order_representation(row)
         publisher.publish(topic, row.version, UPSERT, row.order_id, data, event)
 

@@ -37,7 +37,7 @@ class CounterProjection:
         for event in events:
             version = publisher.next_version("counter")
             publisher.publish("counter", version, UPSERT, "counter", {}, event)
-            if self.crash_after is not None and event.position == self.crash_after:
+            if self.crash_after is not None and version == self.crash_after:
                 # A kill between applying an event and saving the checkpoint.
                 raise SystemExit("worker killed")
 

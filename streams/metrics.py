@@ -1,0 +1,20 @@
+"""Prometheus metrics of the watch routes, served at ``/metrics``."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+WATCH_GAPS = Counter(
+    "lookout_watch_gaps_total",
+    "Live changes a subscriber missed (a send dropped or overtaken) and "
+    "read from the outbox instead",
+    ["transport"],
+)
+CHANGES_SENT = Counter(
+    "lookout_changes_sent_total", "Changes the outbox relay sent to topic groups"
+)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
