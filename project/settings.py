@@ -165,6 +165,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Event-sourced orders: commands, read models and watches.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.add_watch_routes",
+    ],
 }
 
 # Lookout's own tunables; defaults and meaning live in each app's conf.py.
@@ -172,6 +176,8 @@ EVENTS: dict = {}
 STREAMS: dict = {}
 if os.environ.get("LOOKOUT_HEARTBEAT_SECS"):
     STREAMS["HEARTBEAT_SECS"] = float(os.environ["LOOKOUT_HEARTBEAT_SECS"])
+if os.environ.get("LOOKOUT_WATCH_PAGE_LOGIN"):
+    STREAMS["WATCH_PAGE_LOGIN"] = os.environ["LOOKOUT_WATCH_PAGE_LOGIN"] == "1"
 # The embedded mode runs the projection worker inside the server process;
 # production runs `manage.py run_worker` processes instead.
 _worker_default = "0" if DATABASE_URL else "1"
