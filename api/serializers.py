@@ -8,7 +8,12 @@ MAX_QUANTITY = 1_000_000
 
 
 class ItemSerializer(serializers.Serializer):
-    sku = serializers.CharField(max_length=100)
+    # A sku names an item in URLs (``/items/{sku}``), so it holds no slash.
+    sku = serializers.RegexField(
+        r"^[^/]+$",
+        max_length=100,
+        error_messages={"invalid": "a sku cannot contain a slash"},
+    )
     quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
     unit_price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
 

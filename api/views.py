@@ -9,7 +9,7 @@ from typing import Any
 from django.http import HttpResponse
 from django_filters import rest_framework as filters
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -151,9 +151,11 @@ class OrdersView(OrderCommandView, generics.ListAPIView):
         data = _valid(PlaceOrderSerializer, request)
         access = Access(request.user)
         customer_id = data.get("customer_id") or access.customer_id
-        if not customer_id:
-            raise PermissionDenied("staff must name the customer_id of an order")
-        if not access.may_act_for(customer_id):
+        if not customer_id and access.staff:
+            raise ValidationError(
+                {"customer_id": ["staff must name the customer of an order"]}
+            )
+        if not customer_id or not access.may_act_for(customer_id):
             raise PermissionDenied("you may place orders only for your own customer")
 
         items = [(i["sku"], i["quantity"], i["unit_price"]) for i in data["items"]]

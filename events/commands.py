@@ -18,7 +18,12 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from . import conf
-from .errors import IdempotencyKeyReused, StreamNotFound, VersionConflict
+from .errors import (
+    IdempotencyKeyReused,
+    RuleViolation,
+    StreamNotFound,
+    VersionConflict,
+)
 from .models import CommandRecord
 from .orders import ORDER_STREAM_TYPE, Order
 from .records import CommandMetadata, NewEvent, RecordedEvent
@@ -102,19 +107,30 @@ def execute_order_command(
                 idempotency,
             )
         except VersionConflict as conflict:
-            if expected_version is not None or attempt == attempts:
-                raise
-            logger.debug(
-                "stream %s moved to version %d, deciding again (attempt %d)",
-                order_id,
-                conflict.actual,
-                attempt,
-            )
-        except IntegrityError:
-            # Another request with the same idempotency key committed first.
-            remembered = idempotency and _remembered_outcome(idempotency)
-            if remembered:
-                return remembered
+            if expected_version is None and attempt < attempts:
+                logger.debug(
+                    "stream %s moved to version %d, deciding again (attempt %d)",
+                    order_id,
+                    conflict.actual,
+                    attempt,
+                )
+                continue
+            answered = _answered_meanwhile(idempotency)
+            if answered:
+                return answered
+            if expected_version is not None and not conflict.precondition:
+                # The stream was at the caller's version when loaded and
+                # moved on before the append: the precondition failed.
+                raise VersionConflict(
+                    order_id, expected_version, conflict.actual, precondition=True
+                ) from conflict
+            raise
+        except (IntegrityError, RuleViolation, StreamNotFound):
+            # A request with the same idempotency key may have committed
+            # first (the key's row is unique, or the order moved on).
+            answered = _answered_meanwhile(idempotency)
+            if answered:
+                return answered
             raise
     raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -156,6 +172,12 @@ def _execute_once(
                 headers=outcome.headers,
             )
     return outcome
+
+
+def _answered_meanwhile(claim: IdempotencyClaim | None) -> CommandOutcome | None:
+    """The answer of a request with the same idempotency key that committed
+    while this one ran; it is this request's answer too."""
+    return _remembered_outcome(claim) if claim else None
 
 
 def _remembered_outcome(claim: IdempotencyClaim) -> CommandOutcome | None:

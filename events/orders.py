@@ -8,6 +8,7 @@ Rules:
 - an order is placed with at least one item; quantities are positive whole
   numbers, prices are decimal amounts of at most two places, not negative;
 - items change only while the order is unpaid and not cancelled;
+- an order's total stays within ``MAX_TOTAL``;
 - payment is for exactly the order's total, once;
 - only a paid order ships; a shipped or cancelled order cannot be cancelled.
 """
@@ -36,6 +37,9 @@ __all__ = [
 
 ORDER_STREAM_TYPE = "order"
 CENT = Decimal("0.01")
+# Read models keep amounts in 14 digits, two after the point; a larger
+# total could be appended but not projected.
+MAX_TOTAL = Decimal("999999999999.99")
 
 PLACED = "placed"
 PAID = "paid"
@@ -44,8 +48,10 @@ CANCELLED = "cancelled"
 
 
 def money(value: Decimal | str) -> str:
-    """A decimal amount as the string stored in events: two places."""
-    return str(Decimal(value).quantize(CENT))
+    """A decimal amount as the string stored in events: two places, and
+    no sign on zero ("-0.00" is not an amount)."""
+    amount = Decimal(value).quantize(CENT)
+    return str(amount.copy_abs() if amount.is_zero() else amount)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,13 @@ def _check_item(sku: str, quantity: int, unit_price: Decimal) -> dict:
     return {"sku": sku, "quantity": quantity, "unit_price": money(unit_price)}
 
 
+def _check_total(total: Decimal) -> None:
+    if total > MAX_TOTAL:
+        raise RuleViolation(
+            "total_too_large", f"an order's total cannot exceed {money(MAX_TOTAL)}"
+        )
+
+
 def _require_open_for_items(order: Order) -> None:
     _require_exists(order)
     if order.status == SHIPPED:
@@ -161,6 +174,7 @@ def decide_place(
     skus = [item["sku"] for item in checked]
     if len(set(skus)) != len(skus):
         raise RuleViolation("sku_repeated", "each sku may appear once per order")
+    _check_total(sum((quantity * price for _, quantity, price in items), Decimal(0)))
     data = {"order_id": order.order_id, "customer_id": customer_id, "items": checked}
     return [NewEvent("OrderPlaced", data)]
 
@@ -177,6 +191,7 @@ def decide_add_item(
             f"{sku} is in the order at {money(before.unit_price)}; "
             "remove it first to change its price",
         )
+    _check_total(order.total + quantity * unit_price)
     return [NewEvent("ItemAdded", item)]
 
 
