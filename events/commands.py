@@ -27,6 +27,7 @@ from .errors import (
 from .models import CommandRecord
 from .orders import ORDER_STREAM_TYPE, Order
 from .records import CommandMetadata, NewEvent, RecordedEvent
+from .snapshots import load_snapshot, save_snapshot_if_due
 from .store import append_to_stream, read_stream
 
 __all__ = [
@@ -69,7 +70,13 @@ def fingerprint(*parts: Any) -> str:
 
 
 def load_order(order_id: str) -> Order:
-    return Order.from_events(order_id, read_stream(order_id))
+    """The order as of its last event: from its snapshot, if any, then the
+    events after it, read in bounded batches."""
+    snapshot = load_snapshot(order_id, Order.SNAPSHOT_SCHEMA)
+    order = Order.from_state(order_id, *snapshot) if snapshot else Order(order_id)
+    order.snapshot_version = order.version
+    order.apply_all(read_stream(order_id, after_version=order.version))
+    return order
 
 
 def execute_order_command(
@@ -157,9 +164,15 @@ def _execute_once(
         recorded = append_to_stream(
             order_id, ORDER_STREAM_TYPE, order.version, new_events, metadata
         )
-        for event in recorded:
-            order.apply(event.type, event.data)
-            order.version = event.stream_version
+        order.apply_all(recorded)
+        save_snapshot_if_due(
+            order_id,
+            ORDER_STREAM_TYPE,
+            order.snapshot_version,
+            order.version,
+            Order.SNAPSHOT_SCHEMA,
+            order.to_state(),
+        )
 
         outcome = respond(order, recorded)
         if idempotency:

@@ -13,6 +13,10 @@ DEFAULTS: dict[str, Any] = {
     # A command that lost a race without If-Match is decided again on the
     # new state this many times before it is answered 409.
     "COMMAND_RETRIES": 5,
+    # A stream's state is snapshotted every this many events, so a command
+    # on a long stream reads at most this many events past the snapshot.
+    # 0 turns snapshots off.
+    "SNAPSHOT_EVERY": 200,
 }
 
 

@@ -76,14 +76,53 @@ class Order:
     paid_amount: Decimal | None = None
     cancel_reason: str = ""
     version: int = 0
+    # The version of the snapshot it was loaded from, 0 for none.
+    snapshot_version: int = 0
 
     @classmethod
     def from_events(cls, order_id: str, events: Iterable[RecordedEvent]) -> Order:
         order = cls(order_id)
-        for event in events:
-            order.apply(event.type, event.data)
-            order.version = event.stream_version
+        order.apply_all(events)
         return order
+
+    def apply_all(self, events: Iterable[RecordedEvent]) -> None:
+        for event in events:
+            self.apply(event.type, event.data)
+            self.version = event.stream_version
+
+    # Snapshots. Bump SNAPSHOT_SCHEMA whenever to_state's shape changes:
+    # older snapshots are then ignored and orders folded from their events.
+    SNAPSHOT_SCHEMA = 1
+
+    def to_state(self) -> dict:
+        return {
+            "customer_id": self.customer_id,
+            "status": self.status,
+            "items": [
+                [item.sku, item.quantity, money(item.unit_price)]
+                for item in self.items.values()
+            ],
+            "paid_amount": None
+            if self.paid_amount is None
+            else money(self.paid_amount),
+            "cancel_reason": self.cancel_reason,
+        }
+
+    @classmethod
+    def from_state(cls, order_id: str, version: int, state: dict) -> Order:
+        paid = state["paid_amount"]
+        return cls(
+            order_id=order_id,
+            customer_id=state["customer_id"],
+            status=state["status"],
+            items={
+                sku: Item(sku, quantity, Decimal(price))
+                for sku, quantity, price in state["items"]
+            },
+            paid_amount=None if paid is None else Decimal(paid),
+            cancel_reason=state["cancel_reason"],
+            version=version,
+        )
 
     @property
     def exists(self) -> bool:
