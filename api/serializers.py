@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from events.orders import PAYMENT_METHODS
+
 MAX_QUANTITY = 1_000_000
 
 
@@ -25,6 +27,7 @@ class PlaceOrderSerializer(serializers.Serializer):
 
 class PaySerializer(serializers.Serializer):
     amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0)
+    method = serializers.ChoiceField(choices=PAYMENT_METHODS, default="card")
 
 
 class CancelSerializer(serializers.Serializer):

@@ -203,9 +203,13 @@ class RemoveItemView(OrderCommandView):
 
 class PayView(OrderCommandView):
     def post(self, request: Request, order_id: str) -> Response:
-        amount = _valid(PaySerializer, request)["amount"]
+        payment = _valid(PaySerializer, request)
         return self.run(
-            request, order_id, lambda order: orders.decide_pay(order, amount)
+            request,
+            order_id,
+            lambda order: orders.decide_pay(
+                order, payment["amount"], payment["method"]
+            ),
         )
 
 

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from .errors import RuleViolation
 from .records import NewEvent, RecordedEvent
+from .upcasting import register_upcaster
 
 __all__ = [
     "ORDER_STREAM_TYPE",
@@ -74,6 +75,7 @@ class Order:
     status: str = ""
     items: dict[str, Item] = field(default_factory=dict)
     paid_amount: Decimal | None = None
+    payment_method: str = ""
     cancel_reason: str = ""
     version: int = 0
     # The version of the snapshot it was loaded from, 0 for none.
@@ -92,7 +94,7 @@ class Order:
 
     # Snapshots. Bump SNAPSHOT_SCHEMA whenever to_state's shape changes:
     # older snapshots are then ignored and orders folded from their events.
-    SNAPSHOT_SCHEMA = 1
+    SNAPSHOT_SCHEMA = 2
 
     def to_state(self) -> dict:
         return {
@@ -106,6 +108,7 @@ class Order:
             if self.paid_amount is None
             else money(self.paid_amount),
             "cancel_reason": self.cancel_reason,
+            "payment_method": self.payment_method,
         }
 
     @classmethod
@@ -121,6 +124,7 @@ class Order:
             },
             paid_amount=None if paid is None else Decimal(paid),
             cancel_reason=state["cancel_reason"],
+            payment_method=state["payment_method"],
             version=version,
         )
 
@@ -147,6 +151,7 @@ class Order:
         elif event_type == "OrderPaid":
             self.status = PAID
             self.paid_amount = Decimal(data["amount"])
+            self.payment_method = data["method"]
         elif event_type == "OrderShipped":
             self.status = SHIPPED
         elif event_type == "OrderCancelled":
@@ -241,7 +246,10 @@ def decide_remove_item(order: Order, sku: str) -> list[NewEvent]:
     return [NewEvent("ItemRemoved", {"sku": sku})]
 
 
-def decide_pay(order: Order, amount: Decimal) -> list[NewEvent]:
+PAYMENT_METHODS = ("card", "transfer", "cash")
+
+
+def decide_pay(order: Order, amount: Decimal, method: str = "card") -> list[NewEvent]:
     _require_exists(order)
     if order.status != PLACED:
         raise RuleViolation(
@@ -254,7 +262,19 @@ def decide_pay(order: Order, amount: Decimal) -> list[NewEvent]:
             "amount_mismatch",
             f"the amount must equal the total {money(order.total)}",
         )
-    return [NewEvent("OrderPaid", {"amount": money(amount)})]
+    if method not in PAYMENT_METHODS:
+        raise RuleViolation(
+            "payment_method_unknown", f"{method!r} is not a payment method"
+        )
+    data = {"amount": money(amount), "method": method}
+    return [NewEvent("OrderPaid", data, schema_version=2)]
+
+
+# OrderPaid, schema 1 -> 2: payments learned their method. Payments stored
+# before that record none; they read as "unknown".
+@register_upcaster("OrderPaid", from_version=1)
+def _order_paid_gains_a_method(data: dict) -> dict:
+    return {**data, "method": "unknown"}
 
 
 def decide_ship(order: Order) -> list[NewEvent]:

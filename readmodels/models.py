@@ -65,6 +65,7 @@ class OrderView(models.Model):
         max_digits=14, decimal_places=2, null=True, blank=True
     )
     cancel_reason = models.CharField(max_length=500, blank=True)
+    payment_method = models.CharField(max_length=20, blank=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     version = models.PositiveBigIntegerField(default=0)

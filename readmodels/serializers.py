@@ -32,6 +32,7 @@ class OrderViewSerializer(serializers.Serializer):
         max_digits=14, decimal_places=2, allow_null=True
     )
     cancel_reason = serializers.CharField()
+    payment_method = serializers.CharField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     version = serializers.IntegerField()

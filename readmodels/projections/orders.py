@@ -79,6 +79,7 @@ def _order_from_row(row: OrderView) -> Order:
         items=items,
         paid_amount=row.paid_amount,
         cancel_reason=row.cancel_reason,
+        payment_method=row.payment_method,
         version=row.stream_version,
     )
 
@@ -98,6 +99,7 @@ def _copy_order_to_row(order: Order, row: OrderView, event: RecordedEvent) -> No
     row.total = order.total
     row.paid_amount = order.paid_amount
     row.cancel_reason = order.cancel_reason
+    row.payment_method = order.payment_method
     row.updated_at = event.recorded_at
     row.stream_version = event.stream_version
     row.last_position = event.position

@@ -294,13 +294,21 @@ def test_items_cannot_be_removed_once_the_order_is_not_open(state, expected_rule
 def test_paying_the_exact_total_decides_order_paid():
     events = decide_pay(placed(), Decimal("12.30"))
 
-    assert events == [NewEvent("OrderPaid", {"amount": "12.30"})]
+    assert events == [
+        NewEvent("OrderPaid", {"amount": "12.30", "method": "card"}, schema_version=2)
+    ]
+
+
+def test_paying_by_an_unknown_method_breaks_a_rule():
+    rule = rule_broken_by(decide_pay, placed(), Decimal("12.30"), "barter")
+
+    assert rule == "payment_method_unknown"
 
 
 def test_paying_the_total_written_with_fewer_places_is_the_exact_total():
     events = decide_pay(placed(), Decimal("12.3"))
 
-    assert events[0].data == {"amount": "12.30"}
+    assert events[0].data["amount"] == "12.30"
 
 
 @pytest.mark.parametrize("amount", ["12.29", "12.31", "0", "24.60"])
