@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 from api import feeds, views
 from streams import http as watch
 from streams.metrics import metrics_view
+from streams.pages import WatchPageView
 from streams.views import WatchTicketView
 
 ID = r"(?P<order_id>[^/]+)"
@@ -37,6 +38,7 @@ urlpatterns = [
     re_path(r"^api/v1/watch-tickets/?$", WatchTicketView.as_view()),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("metrics", metrics_view),
+    path("watch/", WatchPageView.as_view()),
 ]
 
 handler404 = "api.errors.not_found_view"

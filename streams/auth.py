@@ -8,13 +8,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from . import conf
 from .models import WatchTicket
+from .watch import off_loop
 
 __all__ = ["WatchAuthMiddleware", "issue_ticket", "redeem_ticket", "user_for_token"]
 
@@ -53,7 +53,7 @@ def credentials(scope: dict) -> tuple[str, str] | None:
     return None
 
 
-@database_sync_to_async
+@off_loop
 def _resolve(kind: str, key: str) -> Any:
     user = redeem_ticket(key) if kind == "ticket" else user_for_token(key)
     if user is None or not user.is_active:

@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     # Long polls wait this long by default, and at most MAX.
     "LONG_POLL_TIMEOUT_SECS": 25.0,
     "LONG_POLL_MAX_TIMEOUT_SECS": 60.0,
+    # Let /watch/?token=...&auth=session log the token's user into the
+    # session: a development convenience, off unless asked for (or DEBUG).
+    "WATCH_PAGE_LOGIN": False,
 }
 
 

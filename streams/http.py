@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views import View
@@ -29,6 +28,7 @@ from .watch import (
     UnknownTopic,
     check_topic,
     encode,
+    off_loop,
     parse_since,
 )
 
@@ -50,13 +50,11 @@ async def authenticate(request: HttpRequest) -> Any:
     """A ticket, a token, or the session, in that order."""
     ticket = request.GET.get("ticket")
     if ticket:
-        user = await database_sync_to_async(redeem_ticket)(ticket)
+        user = await off_loop(redeem_ticket)(ticket)
     elif request.headers.get("Authorization"):
         scheme, _, key = request.headers["Authorization"].partition(" ")
         found = scheme.lower() == "token" and key.strip()
-        user = (
-            await database_sync_to_async(user_for_token)(key.strip()) if found else None
-        )
+        user = await off_loop(user_for_token)(key.strip()) if found else None
     else:
         user = await request.auser()
     if user is None or not user.is_active:
@@ -112,7 +110,7 @@ class TopicWatchView(View):
             user = await authenticate(request)
             if not user.is_authenticated:
                 raise WatchError(401, "not_authenticated", "credentials are required")
-            await database_sync_to_async(_authorize)(user, topic)
+            await off_loop(_authorize)(user, topic)
             since = _since(request)
             if wants_event_stream(request):
                 return await event_stream(user, topic, since)
@@ -159,7 +157,7 @@ async def event_stream(
                 if not delivery.idle:
                     yield sse_frame(delivery)
                     continue
-                if not await database_sync_to_async(_still_allowed)(user, topic):
+                if not await off_loop(_still_allowed)(user, topic):
                     error = error_body("forbidden", f"you may no longer watch {topic}")
                     yield f"event: error\ndata: {encode(error)}\n\n"
                     return

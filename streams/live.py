@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from readmodels.topics import current_version
 
 from . import metrics
-from .watch import Backlog, group_name, read_backlog
+from .watch import Backlog, group_name, off_loop, read_backlog
 
 __all__ = ["Delivery", "TopicFollower"]
 
@@ -55,7 +54,7 @@ class TopicFollower:
     async def start(self, since: int | None) -> Backlog:
         """Read the first page of backlog; ``self.version`` is where the
         subscriber starts."""
-        backlog = await database_sync_to_async(read_backlog)(self.topic, since)
+        backlog = await off_loop(read_backlog)(self.topic, since)
         self.version = backlog.version if backlog.reset or since is None else since
         return backlog
 
@@ -73,13 +72,8 @@ class TopicFollower:
                 )
             except TimeoutError:
                 # Quiet: catch up if the last change sent was dropped.
-                if (
-                    await database_sync_to_async(current_version)(self.topic)
-                    > self.version
-                ):
-                    backlog = await database_sync_to_async(read_backlog)(
-                        self.topic, self.version
-                    )
+                if await off_loop(current_version)(self.topic) > self.version:
+                    backlog = await off_loop(read_backlog)(self.topic, self.version)
                     async for delivery in self._drain(backlog):
                         yield delivery
                 yield Delivery(self.version, idle=True)
@@ -92,9 +86,7 @@ class TopicFollower:
                 continue
             # A gap: a send was dropped or overtaken. Read it from the outbox.
             metrics.WATCH_GAPS.labels("http").inc()
-            backlog = await database_sync_to_async(read_backlog)(
-                self.topic, self.version
-            )
+            backlog = await off_loop(read_backlog)(self.topic, self.version)
             async for delivery in self._drain(backlog):
                 yield delivery
 
@@ -109,6 +101,4 @@ class TopicFollower:
                 self.version = backlog.version
             if not backlog.more:
                 return
-            backlog = await database_sync_to_async(read_backlog)(
-                self.topic, self.version
-            )
+            backlog = await off_loop(read_backlog)(self.topic, self.version)

@@ -17,7 +17,6 @@ import logging
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
@@ -25,7 +24,7 @@ from readmodels.models import Change
 from readmodels.topics import CommittedChange
 
 from . import conf, metrics
-from .watch import group_name
+from .watch import group_name, off_loop
 
 __all__ = ["Relay", "announce", "ensure_relay", "send_changes", "sweep_unsent"]
 
@@ -72,13 +71,11 @@ async def sweep_unsent(older_than_secs: float | None = None) -> int:
         older_than_secs = conf.get("RELAY_SWEEP_GRACE_SECS")
     sent = 0
     while True:
-        batch = await database_sync_to_async(unsent_changes)(
-            older_than_secs, SWEEP_BATCH
-        )
+        batch = await off_loop(unsent_changes)(older_than_secs, SWEEP_BATCH)
         if not batch:
             break
         await send_changes(batch)
-        await database_sync_to_async(mark_sent)([c.id for c in batch])
+        await off_loop(mark_sent)([c.id for c in batch])
         sent += len(batch)
     if sent:
         logger.info("relay sent %d changes left unsent in the outbox", sent)
@@ -116,7 +113,7 @@ class Relay:
                 batch.extend(self.queue.get_nowait())
             try:
                 await send_changes(batch)
-                await database_sync_to_async(mark_sent)([c.id for c in batch])
+                await off_loop(mark_sent)([c.id for c in batch])
             except Exception:
                 # The rows stay unsent; the next relay's sweep sends them.
                 logger.exception("relay failed to send %d changes", len(batch))

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.db import database_sync_to_async
+
 from readmodels.models import Change, OrderView
 from readmodels.topics import current_version
 
@@ -31,6 +33,7 @@ __all__ = [
     "encode",
     "error_message",
     "group_name",
+    "off_loop",
     "parse_since",
     "read_backlog",
     "reset_message",
@@ -48,6 +51,16 @@ _TOPIC_FORMS = (
     re.compile(r"dashboard"),
     re.compile(r"events"),
 )
+
+
+def off_loop(function: Any) -> Any:
+    """Wrap a database function for async code, to run in a pool thread.
+
+    Not Channels' default, which runs every such call of the process in
+    one thread, one after another: a burst of watchers connecting would
+    then queue behind each other and behind commands.
+    """
+    return database_sync_to_async(function, thread_sensitive=False)
 
 
 class InvalidSince(ValueError):

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
 
@@ -30,6 +30,7 @@ from .watch import (
     encode,
     error_message,
     group_name,
+    off_loop,
     parse_since,
     read_backlog,
 )
@@ -58,18 +59,31 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
-        self.access = await database_sync_to_async(Access)(user)
+        self.access = await off_loop(Access)(user)
         self.ticker = asyncio.create_task(self._tick_forever())
         await self.start()
 
     async def start(self) -> None:
         """Called once the connection is accepted and authenticated."""
 
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        # The server cancels a consumer that outstays it without calling
+        # disconnect(); leave no ticker or group membership behind then.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.release()
+
     async def disconnect(self, code: int) -> None:
+        await self.release()
+
+    async def release(self) -> None:
         ticker = getattr(self, "ticker", None)
         if ticker:
             ticker.cancel()
-        for topic in list(getattr(self, "subscriptions", {})):
+        subscriptions = getattr(self, "subscriptions", {})
+        while subscriptions:
+            topic, _ = subscriptions.popitem()
             await self.channel_layer.group_discard(group_name(topic), self.channel_name)
 
     async def _tick_forever(self) -> None:
@@ -78,12 +92,18 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         interval = conf.get("HEARTBEAT_SECS")
         while True:
             await asyncio.sleep(interval)
-            await self.channel_layer.send(self.channel_name, {"type": "watch.tick"})
+            try:
+                await self.channel_layer.send(self.channel_name, {"type": "watch.tick"})
+            except ChannelFull:
+                # The consumer is busy enough; the next tick will do.
+                logger.debug(
+                    "subscriber %s skipped a tick: channel full", self.channel_name
+                )
 
     async def watch_tick(self, event: dict[str, Any]) -> None:
         """Check that the user may still watch, and catch up subscriptions
         whose last change was dropped on the way."""
-        allowed, versions = await database_sync_to_async(self._recheck)()
+        allowed, versions = await off_loop(self._recheck)()
         if not allowed:
             logger.info("subscriber %s lost access; closing", self.channel_name)
             await self.send_json(
@@ -120,7 +140,7 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         subscription = Subscription(topic, version=0, ref=ref)
         self.subscriptions[topic] = subscription
 
-        backlog = await database_sync_to_async(read_backlog)(topic, since)
+        backlog = await off_loop(read_backlog)(topic, since)
         start = backlog.version if backlog.reset or since is None else since
         await self.send_json(
             {"type": "subscribed", "topic": topic, "version": start, "ref": ref}
@@ -157,9 +177,7 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
             subscription.topic,
             subscription.version,
         )
-        backlog = await database_sync_to_async(read_backlog)(
-            subscription.topic, subscription.version
-        )
+        backlog = await off_loop(read_backlog)(subscription.topic, subscription.version)
         await self._deliver(subscription, backlog, subscription.version)
 
     async def _deliver(
@@ -173,7 +191,7 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
             subscription.version = backlog.version
             if not backlog.more:
                 return
-            backlog = await database_sync_to_async(read_backlog)(
+            backlog = await off_loop(read_backlog)(
                 subscription.topic, subscription.version
             )
 
@@ -187,7 +205,7 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
                 raise WatchRefused("forbidden", f"you may not watch {checked}")
             return checked
 
-        return await database_sync_to_async(check)()
+        return await off_loop(check)()
 
 
 class MultiplexWatchConsumer(BaseWatchConsumer):

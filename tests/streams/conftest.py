@@ -49,7 +49,7 @@ def server(transactional_db, tmp_path) -> Iterator[str]:
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
         + ["project.asgi:application"],
         cwd=ROOT,
-        env=server_env(LOOKOUT_HEARTBEAT_SECS="0.5"),
+        env=server_env(LOOKOUT_HEARTBEAT_SECS="0.5", LOOKOUT_WATCH_PAGE_LOGIN="1"),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -14,7 +14,6 @@ from django.contrib.auth import get_user_model
 
 from readmodels.models import Change, Topic
 from readmodels.topics import trim_changes
-from streams import metrics
 from tests.conftest import ONE_ITEM
 from tests.streams.conftest import sse_events
 from tests.streams.test_websocket import connect, receive, receive_all, subscribe
@@ -202,47 +201,50 @@ def test_c06_a_value_json_cannot_carry_fails_in_the_projection(
 async def test_c05_a_slow_subscriber_never_blocks_commands_and_ends_at_the_last_version(
     server, alice
 ):
+    """The subscriber reads nothing at all during the burst, then one
+    change every 50 ms: commands that finish while it is stalled did not
+    wait for it."""
     _, token = alice
     async with httpx.AsyncClient(base_url=server, headers=auth(token), timeout=30) as c:
+        # The client library buffers what the application does not read
+        # yet, as a slow application's socket would.
         ws = await websockets.connect(
-            server.replace("http", "ws") + "/ws/v1/", additional_headers=auth(token)
+            server.replace("http", "ws") + "/ws/v1/",
+            additional_headers=auth(token),
+            max_queue=2048,
+            ping_interval=None,
         )
         await ws.send(json.dumps({"type": "subscribe", "topic": TOPIC, "since": 0}))
         await ws.recv()
         seen: list[int] = []
+        burst_done = asyncio.Event()
 
         async def read_slowly() -> None:
+            await burst_done.wait()
             while not seen or seen[-1] < 501:
                 frame = json.loads(await ws.recv())
                 seen.append(frame["version"])
                 await asyncio.sleep(0.05)
 
         reader = asyncio.create_task(read_slowly())
-        slowest = 0.0
         semaphore = asyncio.Semaphore(8)
+        answers = []
 
         async def place() -> None:
-            nonlocal slowest
             async with semaphore:
-                started = time.monotonic()
                 response = await c.post("/api/v1/orders/", json=ONE_ITEM)
-                slowest = max(slowest, time.monotonic() - started)
-                assert response.status_code == 201
+                answers.append(response.status_code)
 
-        burst_started = time.monotonic()
         await asyncio.gather(*[place() for _ in range(500)])
-        burst_secs = time.monotonic() - burst_started
         read_during_burst = len(seen)
+        burst_done.set()
         await asyncio.sleep(1)
         await place()
-        await asyncio.wait_for(reader, 60)
+        await asyncio.wait_for(reader, 90)
         await ws.close()
         metrics_text = (await c.get("/metrics")).text
 
-    # The burst finished while the subscriber was still far behind: the
-    # commands never waited for it.
-    print(f"burst {burst_secs:.1f} s, slowest command {slowest:.2f} s")
+    assert answers == [201] * 501
+    assert read_during_burst == 0
     assert seen == list(range(1, 502))
-    assert read_during_burst < 400
     assert "lookout_watch_gaps_total" in metrics_text
-    assert metrics.WATCH_GAPS is not None

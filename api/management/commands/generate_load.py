@@ -52,6 +52,9 @@ CLOSED_ORDERS_KEPT = 20
 
 REQUEST_TIMEOUT_SECS = 10.0
 
+# As the API accepts them; mostly cards, as in a web shop.
+PAYMENT_METHODS = ("card", "card", "card", "transfer", "cash")
+
 
 @dataclass
 class ShopOrder:
@@ -212,7 +215,7 @@ class Shop:
         return self._intent("add_item", "POST", order, suffix="/items", body=body, **kw)
 
     def _pay(self, order: ShopOrder, amount: str) -> Intent:
-        body = {"amount": amount}
+        body = {"amount": amount, "method": self.rng.choice(PAYMENT_METHODS)}
         return self._intent("pay", "POST", order, suffix="/pay", body=body)
 
     def _cancel(self, order: ShopOrder, reason: str) -> Intent:
