@@ -59,6 +59,8 @@ def _classify(exc: Exception) -> tuple[str | None, int, str, Any]:
         return "not_found", 404, _message(exc, "not found"), None
     if isinstance(exc, exceptions.ValidationError):
         return "validation_error", 400, "the request is not valid", exc.detail
+    if isinstance(exc, RecursionError):
+        return "validation_error", 400, "the request body is nested too deeply", None
     if isinstance(exc, exceptions.ParseError):
         return "validation_error", 400, str(exc.detail), None
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):

@@ -3,6 +3,8 @@ feed. Both are staff only."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.http import HttpResponse
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
@@ -62,10 +64,14 @@ class EventFeedView(APIView):
             params["after"], params["limit"], params.get("stream_id"), types
         )
         last = events[-1].position if events else params["after"]
+        following = {"after": last, "limit": params["limit"]}
+        following.update(
+            {key: params[key] for key in ("stream_id", "type") if params.get(key)}
+        )
         body = {
             "version": version,
             "events": [event_representation(e) for e in events],
-            "next": f"{API_ROOT}/events/?after={last}&limit={params['limit']}",
+            "next": f"{API_ROOT}/events/?{urlencode(following)}",
             "_links": watch_links(f"{API_ROOT}/events", EVENTS_TOPIC),
         }
         return Response(body)

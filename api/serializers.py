@@ -21,7 +21,13 @@ class ItemSerializer(serializers.Serializer):
 
 
 class PlaceOrderSerializer(serializers.Serializer):
-    customer_id = serializers.CharField(max_length=100, required=False)
+    # A customer id names a topic and a URL path segment: no slash.
+    customer_id = serializers.RegexField(
+        r"^[^/]+$",
+        max_length=100,
+        required=False,
+        error_messages={"invalid": "a customer id cannot contain a slash"},
+    )
     items = ItemSerializer(many=True, allow_empty=False)
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 
 from accounts.access import Access
 from api.errors import error_body
@@ -99,10 +101,27 @@ def wants_event_stream(request: HttpRequest) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
+@method_decorator(csrf_exempt, name="dispatch")
 class TopicWatchView(View):
-    """``<resource>/watch``: one topic, named by the URL."""
+    """``<resource>/watch``: one topic, named by the URL. Only GET: the
+    exemption from CSRF lets other methods get a JSON 405, not Django's
+    HTML page."""
 
     topic_format = ""
+
+    def http_method_not_allowed(self, request: HttpRequest, *args, **kwargs):
+        response = JsonResponse(
+            error_body("method_not_allowed", f"{request.method} is not allowed here"),
+            status=405,
+        )
+        response["Allow"] = "GET, HEAD"
+        if self.view_is_async:
+
+            async def answer() -> HttpResponse:
+                return response
+
+            return answer()
+        return response
 
     async def get(self, request: HttpRequest, **kwargs: str) -> HttpResponse:
         topic = self.topic_format.format(**kwargs)

@@ -223,7 +223,7 @@ class MultiplexWatchConsumer(BaseWatchConsumer):
             return
         try:
             frame = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.send_json(
                 error_message("invalid_frame", "the frame is not valid JSON")
             )
@@ -291,7 +291,7 @@ class ResourceWatchConsumer(BaseWatchConsumer):
         """Clients only listen here; a ``ping`` frame is answered."""
         try:
             frame = json.loads(text_data or bytes_data or b"")
-        except ValueError:
+        except (ValueError, RecursionError):
             frame = None
         if isinstance(frame, dict) and frame.get("type") == "ping":
             await self.send_json({"type": "pong", "ref": frame.get("ref")})

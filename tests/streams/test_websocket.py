@@ -427,3 +427,21 @@ async def test_changes_left_unsent_are_sent_when_a_relay_starts(alice):
     assert sent >= 1
     assert unsent_after == 0
     await ws.disconnect()
+
+
+async def test_a_deeply_nested_frame_gets_an_error_and_other_subscriptions_live_on(
+    alice,
+):
+    _, token = alice
+    order = await place(token)
+    ws = await connect("/ws/v1/", token)
+    await subscribe(ws, f"orders/{order['id']}")
+
+    await ws.send_to(text_data="[" * 30000 + "]" * 30000)
+    error = await receive(ws)
+    await add_item(token, order["id"], "after-the-bad-frame")
+    change = await receive(ws)
+
+    assert error["code"] == "invalid_frame"
+    assert change["version"] == 2
+    await ws.disconnect()
