@@ -87,6 +87,10 @@ def current_version(topic: str) -> int:
 
 
 class Publisher(Protocol):
+    # False when changes are only numbered, never sent (a replay): the
+    # projection may then skip building their data.
+    sends: bool
+
     def next_version(self, topic: str) -> int: ...
 
     def publish(
@@ -106,6 +110,8 @@ class OutboxPublisher:
     Use one publisher per transaction: it remembers the versions it gave,
     and announces all of its changes at once when the transaction commits.
     """
+
+    sends = True
 
     def __init__(self) -> None:
         self.versions: dict[str, int | None] = {}
@@ -158,6 +164,8 @@ class CountingPublisher:
     Used while replaying history into a rebuilt read model: the rows get
     the versions they had, and no change is sent twice.
     """
+
+    sends = False
 
     def __init__(self) -> None:
         self.versions: dict[str, int] = {}

@@ -52,7 +52,7 @@ class DashboardProjection:
         for event in orders:
             self.apply(event, dashboard)
             dashboard.version = publisher.next_version(TOPIC)
-            data = dashboard_representation(dashboard)
+            data = dashboard_representation(dashboard) if publisher.sends else None
             publisher.publish(TOPIC, dashboard.version, UPSERT, TOPIC, data, event)
         dashboard.save()
 

@@ -37,7 +37,7 @@ class OrdersProjection:
         topic = order_topic(row.order_id)
         row.version = publisher.next_version(topic)
         row.save(force_insert=row._state.adding)
-        data = order_representation(row)
+        data = order_representation(row) if publisher.sends else None
         publisher.publish(topic, row.version, UPSERT, row.order_id, data, event)
 
         # The customer's list: one entry changed.
