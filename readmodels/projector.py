@@ -1,5 +1,5 @@
 """The projections, and running them: inline in the appending
-transaction, or replayed from the whole store into fresh tables.
+transaction, or rebuilt from the whole store into new tables.
 
 Asynchronous projections are run by ``readmodels.worker``.
 """
@@ -7,20 +7,17 @@ Asynchronous projections are run by ``readmodels.worker``.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
-from typing import Protocol
-
-from django.db import transaction
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from events.records import RecordedEvent
-from events.store import head_position, lock_store_for_append, read_all
+from events.scan import PAGE_SIZE
 
-from .models import Checkpoint
 from .projections.dashboard import DashboardProjection
 from .projections.event_feed import EventFeedProjection
 from .projections.orders import OrdersProjection
-from .topics import CountingPublisher, OutboxPublisher, Publisher
+from .rebuild import Builder, rebuild
+from .topics import OutboxPublisher, Publisher
 
 __all__ = [
     "ASYNC_PROJECTIONS",
@@ -42,6 +39,12 @@ class Projection(Protocol):
 
     def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
         """Apply events in position order; skip those of no interest."""
+
+    def builder(self) -> Builder:
+        """A fold over rows in memory, for rebuilds."""
+
+    def changed_topics(self, model: type, row: dict[str, Any]) -> list[str]:
+        """The topics on which a row of ``model`` is published."""
 
 
 INLINE_PROJECTIONS: list[Projection] = [OrdersProjection()]
@@ -70,54 +73,15 @@ def project_inline(events: list[RecordedEvent]) -> None:
 
 def replay(
     projection: Projection,
-    batch_size: int = 2000,
+    batch_size: int = PAGE_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Rebuild ``projection`` from every event, in position order.
-
-    Runs in one transaction holding the store's write lock: readers keep
-    seeing the old rows until the rebuilt ones commit, and no command can
-    append meanwhile. Publishes nothing; rows get the versions that live
-    publishing gave them. Returns the events read.
-
-    Limit: commands wait for the whole rebuild, which is fine for the
-    order tables here but not for a store of millions of events.
-    """
-    started = time.monotonic()
-    read = 0
-    publisher = CountingPublisher()
-
-    with transaction.atomic():
-        lock_store_for_append()
-        head = head_position()
-        for model in reversed(projection.models):
-            model.objects.all().delete()
-
-        for batch in _batches(0, head, batch_size):
-            projection.apply_batch(batch, publisher)
-            read += len(batch)
-            if progress:
-                progress(batch[-1].position, head)
-
-        if projection in ASYNC_PROJECTIONS:
-            Checkpoint.objects.update_or_create(
-                name=projection.name, defaults={"position": head}
-            )
-
-    logger.info(
-        "projection %s rebuilt to position %d (%d events, %d ms)",
-        projection.name,
-        head,
-        read,
-        (time.monotonic() - started) * 1000,
+    """Rebuild ``projection`` from every event into new tables and switch
+    them in (``readmodels.rebuild``). Returns the events folded."""
+    result = rebuild(
+        projection,
+        page_size=batch_size,
+        progress=progress,
+        asynchronous=projection in ASYNC_PROJECTIONS,
     )
-    return read
-
-
-def _batches(after: int, head: int, size: int) -> Iterator[list[RecordedEvent]]:
-    while after < head:
-        batch = [e for e in read_all(after, size) if e.position <= head]
-        if not batch:
-            return
-        yield batch
-        after = batch[-1].position
+    return result.events

@@ -30,10 +30,12 @@ __all__ = [
     "CountingPublisher",
     "OutboxPublisher",
     "Publisher",
+    "announce_resets",
     "current_version",
     "customer_orders_topic",
     "encode_message",
     "on_change_committed",
+    "on_topics_reset",
     "order_topic",
     "trim_changes",
 ]
@@ -71,6 +73,31 @@ def on_change_committed(hook: ChangeHook) -> ChangeHook:
     if hook not in _committed_hooks:
         _committed_hooks.append(hook)
     return hook
+
+
+ResetHook = Callable[[dict[str, int], str], None]
+_reset_hooks: list[ResetHook] = []
+
+
+def on_topics_reset(hook: ResetHook) -> ResetHook:
+    """Call ``hook`` with ``{topic: new version}`` and a reason when topics
+    start over (a rebuilt read model that differs from the live one)."""
+    if hook not in _reset_hooks:
+        _reset_hooks.append(hook)
+    return hook
+
+
+def announce_resets(versions: dict[str, int], reason: str) -> None:
+    """After a commit: tell the hooks which topics were reset."""
+    if not versions:
+        return
+    for hook in _reset_hooks:
+        try:
+            hook(versions, reason)
+        except Exception:
+            # Watchers miss the live reset, but any resume below the new
+            # version finds no history and is reset then.
+            logger.exception("announcing the reset of %d topics failed", len(versions))
 
 
 def encode_message(message: dict[str, Any]) -> str:

@@ -1,23 +1,32 @@
-"""Rebuild read models from the event store."""
+"""Rebuild read models from the event store, beside the live ones.
+
+Each projection is folded from every event into new tables while commands
+go on, then switched in within one short transaction (see
+``readmodels.rebuild``). The bar counts positions of the store, so its
+rate is events per second and its estimate the time left.
+"""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from events.scan import PAGE_SIZE
 from events.store import head_position
-from readmodels.projector import INLINE_PROJECTIONS, projection_named, replay
+from readmodels.projector import ASYNC_PROJECTIONS, INLINE_PROJECTIONS, projection_named
+from readmodels.rebuild import rebuild
 
 
 class Command(BaseCommand):
     help = (
-        "Rebuild projections from every stored event, in position order. "
-        "Names the projections to rebuild; all of them when none is named."
+        "Rebuild projections from every stored event into new tables, then "
+        "switch them in. Names the projections to rebuild; the inline ones "
+        "when none is named."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME")
-        parser.add_argument("--batch-size", type=int, default=2000)
+        parser.add_argument("--batch-size", type=int, default=PAGE_SIZE)
         parser.add_argument(
             "--no-progress", action="store_true", help="hide the progress bar"
         )
@@ -31,7 +40,7 @@ class Command(BaseCommand):
         for projection in projections:
             bar = tqdm(
                 total=head_position(),
-                unit="pos",
+                unit="ev",
                 unit_scale=True,
                 desc=projection.name,
                 disable=options["no_progress"],
@@ -42,8 +51,16 @@ class Command(BaseCommand):
                 bar.total = head
                 bar.update(position - bar.n)
 
-            applied = replay(projection, batch_size=batch_size, progress=progress)
+            result = rebuild(
+                projection,
+                page_size=batch_size,
+                progress=progress,
+                asynchronous=projection in ASYNC_PROJECTIONS,
+            )
             bar.close()
             self.stdout.write(
-                f"projection {projection.name}: {applied} events replayed"
+                f"projection {projection.name}: {result.events} events replayed "
+                f"to position {result.position}; the switch held the store "
+                f"for {result.switch_ms:.0f} ms; "
+                f"{len(result.reset_topics)} topics differed and were reset"
             )

@@ -1,0 +1,65 @@
+"""The rows a projection's fold reads and changes.
+
+A fold works on model instances held here. Live, the rows come from the
+database, loaded once per batch, and the changed ones are saved when the
+batch is done. In a rebuild every row lives in memory from the first
+event on, and the changed ones are handed to the rebuild to write into
+its new tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import models
+
+__all__ = ["RowCache"]
+
+
+class RowCache:
+    def __init__(self, model: type[models.Model], live: bool) -> None:
+        self.model = model
+        self.live = live
+        self.rows: dict[Any, models.Model] = {}
+        self.changed: dict[Any, models.Model] = {}
+        self.created: set[Any] = set()
+
+    def preload(self, keys: Iterable[Any]) -> None:
+        """Load the live rows for ``keys`` in one query."""
+        if not self.live:
+            return
+        wanted = [key for key in set(keys) if key not in self.rows]
+        if wanted:
+            self.rows.update(self.model.objects.in_bulk(wanted))
+
+    def get(self, key: Any) -> models.Model | None:
+        row = self.rows.get(key)
+        if row is None and self.live:
+            row = self.model.objects.filter(pk=key).first()
+            if row is not None:
+                self.rows[key] = row
+        return row
+
+    def add(self, key: Any, row: models.Model) -> models.Model:
+        self.rows[key] = row
+        self.created.add(key)
+        self.changed[key] = row
+        return row
+
+    def touch(self, key: Any, row: models.Model) -> None:
+        self.changed[key] = row
+
+    def take_changed(self) -> list[models.Model]:
+        """The rows changed since the last call, now counted as written."""
+        rows = list(self.changed.values())
+        self.changed.clear()
+        self.created.clear()
+        return rows
+
+    def save_changed(self) -> None:
+        """Write the changed rows to the live table."""
+        for key, row in self.changed.items():
+            row.save(force_insert=key in self.created)
+        self.changed.clear()
+        self.created.clear()
