@@ -46,6 +46,10 @@ class Projection(Protocol):
     def changed_topics(self, model: type, row: dict[str, Any]) -> list[str]:
         """The topics on which a row of ``model`` is published."""
 
+    def topic_row(self, topic: str) -> tuple[type, Any] | None:
+        """The model and key of the row whose ``version`` column holds
+        ``topic``'s version, if a row does."""
+
 
 INLINE_PROJECTIONS: list[Projection] = [OrdersProjection()]
 ASYNC_PROJECTIONS: list[Projection] = [DashboardProjection(), EventFeedProjection()]

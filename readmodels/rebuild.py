@@ -68,8 +68,6 @@ class Builder(Protocol):
 
     def take_rows(self) -> dict[type[models.Model], list[models.Model]]: ...
 
-    def restamp(self, topic: str, version: int) -> None: ...
-
 
 @dataclass
 class RebuildResult:
@@ -198,9 +196,14 @@ def _restamp_changed_topics(
     versions = {
         topic: max(live.get(topic, 0), counted.get(topic, 0)) + 1 for topic in names
     }
+    stamps: dict[type, list[tuple[int, Any]]] = {}
     for topic, version in versions.items():
-        builder.restamp(topic, version)
-    _write(builder, shadows)
+        found = projection.topic_row(topic)
+        if found is not None:
+            model, key = found
+            stamps.setdefault(model, []).append((version, key))
+    for shadow in shadows:
+        shadow.set_versions(stamps.get(shadow.model, []))
     Topic.objects.bulk_create(
         [Topic(name=topic, version=version) for topic, version in versions.items()],
         update_conflicts=True,
@@ -385,6 +388,16 @@ class ShadowTable:
                     )
                 cursor.executemany(insert, values)
             self.written.update(row.pk for row in chunk)
+
+    def set_versions(self, stamps: list[tuple[int, Any]]) -> None:
+        """Set the ``version`` column of rows, as ``(version, key)`` pairs."""
+        if stamps:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE {self.q(self.name)} SET {self.q('version')} = %s "
+                    f"WHERE {self.q(self.pk_column)} = %s",
+                    stamps,
+                )
 
     def differences(self) -> list[dict[str, Any]]:
         """Rows found in only one of the twin and the live table: changed,

@@ -59,6 +59,10 @@ class DashboardProjection:
         rows are the projection's own notes, seen by no watcher."""
         return [TOPIC] if model is Dashboard else []
 
+    def topic_row(self, topic: str) -> tuple[type, int]:
+        """The model and key of the row whose ``version`` is ``topic``'s."""
+        return Dashboard, 1
+
 
 class DashboardFold:
     """What each order event does to the dashboard's figures."""
@@ -115,12 +119,6 @@ class DashboardFold:
             DashboardOrder: self.orders.take_changed(),
             Dashboard: self.dashboards.take_changed(),
         }
-
-    def restamp(self, topic: str, version: int) -> None:
-        """Give the rebuilt topic a new version (see ``readmodels.rebuild``)."""
-        dashboard = self.dashboard()
-        dashboard.version = version
-        self.dashboards.touch(1, dashboard)
 
     def _order(self, event: RecordedEvent) -> DashboardOrder:
         if event.type == "OrderPlaced":

@@ -36,6 +36,9 @@ class EventFeedProjection:
     def changed_topics(self, model: type, row: dict[str, Any]) -> list[str]:
         return []
 
+    def topic_row(self, topic: str) -> None:
+        return None
+
     def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
         for event in events:
             version = publisher.next_version(TOPIC)
@@ -55,6 +58,3 @@ class EventFeedFold:
 
     def take_rows(self) -> dict[type, list]:
         return {}
-
-    def restamp(self, topic: str, version: int) -> None:
-        pass

@@ -52,6 +52,13 @@ class OrdersProjection:
             ]
         return [customer_orders_topic(row["customer_id"])]
 
+    def topic_row(self, topic: str) -> tuple[type, str]:
+        """The model and key of the row whose ``version`` is ``topic``'s."""
+        if topic.startswith(ORDER_PREFIX):
+            return OrderView, topic.removeprefix(ORDER_PREFIX)
+        key = topic.removeprefix(CUSTOMER_PREFIX).removesuffix(CUSTOMER_SUFFIX)
+        return CustomerOrders, key
+
 
 class OrdersFold:
     """What each order event does to the orders read model."""
@@ -115,19 +122,6 @@ class OrdersFold:
     def _copy_changed_states(self) -> None:
         for order_id, row in self.orders.changed.items():
             copy_state_to_row(self.states[order_id], row)
-
-    def restamp(self, topic: str, version: int) -> None:
-        """Give a rebuilt topic a new version (see ``readmodels.rebuild``)."""
-        if topic.startswith(ORDER_PREFIX):
-            row = self.orders.get(topic.removeprefix(ORDER_PREFIX))
-            cache = self.orders
-        else:
-            key = topic.removeprefix(CUSTOMER_PREFIX).removesuffix(CUSTOMER_SUFFIX)
-            row = self.customers.get(key)
-            cache = self.customers
-        if row is not None:
-            row.version = version
-            cache.touch(row.pk, row)
 
     def _order(self, event: RecordedEvent) -> tuple[OrderView, Order]:
         order_id = event.stream_id

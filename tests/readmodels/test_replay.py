@@ -9,9 +9,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from events.models import StoredEvent
+from readmodels import topics
 from readmodels.models import Change, CustomerOrders, OrderView, Topic
 from readmodels.projector import projection_named, replay
-from readmodels import topics
 from tests.conftest import place_order
 
 pytestmark = pytest.mark.django_db
