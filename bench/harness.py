@@ -4,7 +4,8 @@
 in a temporary ``LOOKOUT_VAR_DIR`` by default, or, when ``DATABASE_URL`` is
 set, a scratch database created next to the one it names and dropped
 afterwards (the named database itself is never touched). ``REDIS_URL``, when
-set, is passed on with a private key prefix.
+set, is passed on with a private key prefix. ``BenchServer(workers=N)`` also
+starts N ``manage.py run_worker`` processes, as production runs them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class BenchServer:
     """``with BenchServer() as server:`` gives ``server.url`` and
     ``server.create_token(...)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 0) -> None:
+        self.worker_count = workers
+        self.workers: list[subprocess.Popen] = []
         self.var_dir = Path(tempfile.mkdtemp(prefix="lookout-bench-"))
         self.database_url = os.environ.get("DATABASE_URL", "")
         self.redis_url = os.environ.get("REDIS_URL", "")
@@ -57,7 +60,11 @@ class BenchServer:
     def mode(self) -> str:
         database = "PostgreSQL" if self.database_url else "SQLite"
         layer = "Redis" if self.redis_url else "in-memory layer"
-        return f"{database}, {layer}, one daphne process"
+        if self.worker_count:
+            worker = f"{self.worker_count} run_worker process(es)"
+        else:
+            worker = "projection worker in daphne" if not self.database_url else ""
+        return ", ".join(filter(None, [database, layer, "one daphne process", worker]))
 
     def __enter__(self) -> BenchServer:
         try:
@@ -100,15 +107,24 @@ class BenchServer:
             stderr=subprocess.STDOUT,
         )
         self._wait_until_ready()
+        for n in range(self.worker_count):
+            self.workers.append(self._start_worker(n))
+
+    def _start_worker(self, n: int) -> subprocess.Popen:
+        log = open(self.var_dir / f"worker-{n}.log", "w")  # noqa: SIM115
+        return subprocess.Popen(
+            [PYTHON, "manage.py", "run_worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def close(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        for worker in self.workers:
+            _stop(worker)
+        if self.process:
+            _stop(self.process)
         if self.scratch_database:
             self._drop_scratch_database()
         shutil.rmtree(self.var_dir, ignore_errors=True)
@@ -164,6 +180,16 @@ class BenchServer:
         raise RuntimeError(
             f"daphne did not start; its log:\n{self.log_path.read_text()}"
         )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:

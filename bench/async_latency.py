@@ -1,0 +1,293 @@
+"""From an event's commit to the asynchronous projection's change at a
+WebSocket watcher, under a steady command rate.
+
+Starts daphne on a free port against a fresh database (see harness.py) and,
+in production mode, a separate ``manage.py run_worker``. Events go in at a
+fixed rate (200 per second by default), in one of two ways:
+
+- ``--via append`` (default with ``DATABASE_URL``): this process appends
+  order events itself with ``append_to_stream``, one event per commit, and
+  notes each commit's time. Its inline projection's changes are sent from
+  here through Redis, as the worker's are.
+- ``--via http`` (default embedded): order commands over HTTP from several
+  clients, one event each. Appends from outside the server would wake the
+  embedded worker only by its poll, so this is the embedded mode's path.
+
+One staff watcher on the multiplexed ``/ws/v1/`` is
+subscribed to ``dashboard`` (asynchronous: the worker applies it after the
+command committed) and to the shoppers' ``customers/<id>/orders`` (inline:
+applied in the command's transaction, sent by daphne's relay). The
+baseline is that inline topic, measured the same way in the same run.
+
+With ``--via append`` each change's time runs from its event's commit to
+the frame's arrival. With ``--via http`` it runs from the event's
+``recorded_at``, taken in the append's transaction just before its commit,
+so the figures are a little above commit -> watcher. Server and client
+read the same clock: they run on one machine.
+
+    .venv/bin/python bench/async_latency.py [--rate 200] [--seconds 20]
+        [--via append|http]
+
+``DATABASE_URL`` and ``REDIS_URL`` run it against PostgreSQL and Redis;
+without them the worker runs inside daphne (the embedded mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import time
+from collections import Counter, defaultdict
+
+from harness import ROOT, BenchServer, print_table, summarize
+from http_commands import Shopper
+from order_events import interleaved, order_plans
+from websockets.asyncio.client import ClientConnection, connect
+
+CUSTOMER = "c-async"
+INLINE_TOPIC = f"customers/{CUSTOMER}/orders"
+ASYNC_TOPIC = "dashboard"
+# Concurrent HTTP clients sharing the rate: enough that one slow answer
+# does not hold the rate back.
+SHOPPERS = 16
+WARM_UP_SECS = 2.0
+DRAIN_SECS = 3.0
+
+
+def recorded_at(frame: dict) -> float:
+    text = frame["event"]["recorded_at"]
+    when = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.replace(tzinfo=datetime.UTC).timestamp()
+
+
+class Watcher:
+    """Reads every frame; notes each change's delay per topic."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        measure_from: float,
+        commits: dict[tuple[str, int], float] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.measure_from = measure_from
+        # Commit times by (stream, version), when this process appends.
+        self.commits = commits
+        self.pending: list[tuple[str, tuple[str, int], float]] = []
+        self.delays: dict[str, list[float]] = defaultdict(list)
+        self.versions: dict[str, int] = {}
+        self.problems: list[str] = []
+
+    async def subscribe(self, topic: str) -> None:
+        await self.ws.send(json.dumps({"type": "subscribe", "topic": topic}))
+        frame = json.loads(await self.ws.recv())
+        if frame.get("type") != "subscribed":
+            raise RuntimeError(f"subscribe to {topic} failed: {frame}")
+        self.versions[topic] = frame["version"]
+
+    async def read_forever(self) -> None:
+        async for raw in self.ws:
+            now = time.time()
+            frame = json.loads(raw)
+            if frame["type"] != "change":
+                self.problems.append(f"unexpected frame: {raw[:200]}")
+                continue
+            topic = frame["topic"]
+            if frame["version"] != self.versions[topic] + 1:
+                self.problems.append(
+                    f"topic {topic} went from version {self.versions[topic]} "
+                    f"to {frame['version']}"
+                )
+            self.versions[topic] = frame["version"]
+            if self.commits is not None:
+                event = frame["event"]
+                key = (event["stream_id"], event["stream_version"])
+                self.pending.append((topic, key, now))
+                continue
+            recorded = recorded_at(frame)
+            if recorded >= self.measure_from:
+                self.delays[topic].append(now - recorded)
+
+    def match_commits(self) -> None:
+        """Delays from each event's commit, once every commit is noted."""
+        for topic, key, arrived in self.pending:
+            committed = self.commits.get(key)
+            if committed is None:
+                self.problems.append(f"change of {key} without a noted commit")
+            elif committed >= self.measure_from:
+                self.delays[topic].append(arrived - committed)
+
+
+async def send_at_rate(
+    shoppers: list[Shopper], rate: float, seconds: float
+) -> tuple[int, Counter]:
+    """Commands at ``rate`` per second for ``seconds``; slot n is due at
+    start + n / rate, taken by whichever shopper is free."""
+    slots = iter(range(int(rate * seconds)))
+    statuses: Counter = Counter()
+    started = time.perf_counter()
+
+    async def loop(shopper: Shopper) -> None:
+        for n in slots:
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            response = await shopper.command()
+            statuses[response.status_code] += 1
+
+    await asyncio.gather(*(loop(shopper) for shopper in shoppers))
+    return sum(statuses.values()), statuses
+
+
+def note_commit(commits: dict[tuple[str, int], float], key: tuple[str, int]) -> None:
+    commits[key] = time.time()
+
+
+def append_at_rate(
+    rate: float, seconds: float, commits: dict[tuple[str, int], float]
+) -> tuple[int, Counter]:
+    """Append order events of customer ``CUSTOMER`` at ``rate`` per second
+    for ``seconds``, one per transaction, noting when each committed."""
+    from django.db import connection, transaction
+
+    from events.orders import ORDER_STREAM_TYPE
+    from events.records import NewEvent
+    from events.store import append_to_stream
+
+    count = int(rate * seconds)
+    plans = order_plans(count, prefix=f"o-{os.getpid()}")
+    started = time.perf_counter()
+    for n, (plan, index) in enumerate(interleaved(plans)):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        event_type, data = plan.events[index]
+        if event_type == "OrderPlaced":
+            data = {**data, "customer_id": CUSTOMER}
+        key = (plan.order_id, index + 1)
+        with transaction.atomic():
+            # Registered first, so it runs first after the commit, before
+            # the inline projection's changes are sent.
+            transaction.on_commit(lambda key=key: note_commit(commits, key))
+            append_to_stream(
+                plan.order_id, ORDER_STREAM_TYPE, index, [NewEvent(event_type, data)]
+            )
+    connection.close()
+    return count, Counter({"appended": count})
+
+
+async def measure(server: BenchServer, staff: str, customer: str, args) -> dict:
+    headers = {"Authorization": f"Token {staff}"}
+    commits: dict[tuple[str, int], float] | None = None
+    if args.via == "append":
+        commits = {}
+    async with connect(f"{server.ws_url}/ws/v1/", additional_headers=headers) as ws:
+        watcher = Watcher(ws, time.time() + WARM_UP_SECS, commits)
+        await watcher.subscribe(ASYNC_TOPIC)
+        await watcher.subscribe(INLINE_TOPIC)
+        reader = asyncio.create_task(watcher.read_forever())
+
+        started = time.perf_counter()
+        if commits is not None:
+            sent, statuses = await asyncio.to_thread(
+                append_at_rate, args.rate, WARM_UP_SECS + args.seconds, commits
+            )
+        else:
+            shoppers = [Shopper(server.url, customer) for _ in range(SHOPPERS)]
+            sent, statuses = await send_at_rate(
+                shoppers, args.rate, WARM_UP_SECS + args.seconds
+            )
+            for shopper in shoppers:
+                await shopper.close()
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(DRAIN_SECS)
+        reader.cancel()
+    if commits is not None:
+        watcher.match_commits()
+
+    return {
+        "watcher": watcher,
+        "sent": sent,
+        "statuses": statuses,
+        "rate": sent / elapsed,
+    }
+
+
+def set_up_django(env: dict[str, str]) -> None:
+    """Point this process's Django at the bench server's database and
+    layer, to append as a command would."""
+    import sys
+
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="commands/s")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="run_worker processes (production)"
+    )
+    production = bool(os.environ.get("DATABASE_URL"))
+    parser.add_argument(
+        "--via", choices=("append", "http"), default="append" if production else "http"
+    )
+    args = parser.parse_args()
+    if args.via == "append" and not production:
+        parser.error("--via append needs DATABASE_URL: see the module docstring")
+
+    with BenchServer(workers=args.workers if production else 0) as server:
+        staff = server.create_token("bench-staff", "--staff")
+        customer = server.create_token("bench-shopper", "--customer", CUSTOMER)
+        if args.via == "append":
+            set_up_django(server.env)
+        load = (
+            "direct appends, one event per commit"
+            if args.via == "append"
+            else f"HTTP commands from {SHOPPERS} clients"
+        )
+        print(f"lookout async_latency: {server.mode}")
+        print(
+            f"python {platform.python_version()}, {os.cpu_count()} cores; "
+            f"{load} at {args.rate:g}/s, "
+            f"{args.seconds:g} s measured after {WARM_UP_SECS:g} s warm-up"
+        )
+        print()
+        result = asyncio.run(measure(server, staff, customer, args))
+
+    watcher = result["watcher"]
+    rows = []
+    for name, topic in (
+        ("async: dashboard (worker)", ASYNC_TOPIC),
+        ("baseline: inline customers/{id}/orders", INLINE_TOPIC),
+    ):
+        delays = watcher.delays[topic]
+        figures = summarize(delays) if delays else dict.fromkeys(range(4), 0.0)
+        rows.append([name, len(delays), *figures.values()])
+    start = "committed" if args.via == "append" else "recorded"
+    print(f"event {start} -> change at the watcher")
+    print_table(["topic", "n", "median ms", "p90 ms", "p99 ms", "max ms"], rows)
+    print()
+    statuses = ", ".join(
+        f"{n} x {code}" for code, n in sorted(result["statuses"].items())
+    )
+    print(
+        f"events sent: {result['sent']} at {result['rate']:.1f}/s achieved ({statuses})"
+    )
+    for problem in watcher.problems[:10]:
+        print(f"problem: {problem}")
+    if watcher.problems:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
