@@ -28,11 +28,13 @@ built again inside the switch, since SQLite cannot rename an index.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +57,8 @@ WRITE_CHUNK = 2000
 SWITCH_WITHIN_EVENTS = 2000
 CATCH_UP_ROUNDS = 10
 REBUILT = "rebuilt"
+# The column of a read-model row that holds its topic's version.
+VERSION_COLUMN = "version"
 # Topics named one by one in the log when a rebuild resets them.
 LOG_TOPICS = 20
 
@@ -75,6 +79,17 @@ class RebuildResult:
     position: int = 0
     reset_topics: dict[str, int] = field(default_factory=dict)
     switch_ms: float = 0.0
+    # Seconds spent reading the store, folding, and writing the new tables.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + spent
 
 
 def rebuild(
@@ -97,31 +112,45 @@ def rebuild(
     result = RebuildResult()
 
     def fold_to(head: int) -> None:
-        for events in scan(result.position, head, page_size):
+        with result.timed("read"):
+            pages = iter(scan(result.position, head, page_size))
+        while True:
+            with result.timed("read"):
+                events = next(pages, None)
+            if events is None:
+                break
+            page_end = events[-1].position
             if skipped:
                 events = [e for e in events if e.position not in skipped]
-            builder.apply_batch(events)
+            with result.timed("fold"):
+                builder.apply_batch(events)
             result.events += len(events)
-            result.position = events[-1].position if events else head
+            result.position = page_end
             if progress:
                 progress(result.position, head)
         result.position = max(result.position, head)
 
     switched = False
+    # The fold holds a row per order: with the cyclic collector on, each of
+    # its passes walks all of them, and reading slows to a crawl. Nothing
+    # here makes cycles worth collecting.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for shadow in shadows:
             shadow.create()
         fold_to(head_position())
-        _write(builder, shadows)
-        for shadow in shadows:
-            shadow.add_keys_and_indexes()
+        _write(builder, shadows, result)
+        with result.timed("index"):
+            for shadow in shadows:
+                shadow.add_keys_and_indexes()
 
         for _ in range(CATCH_UP_ROUNDS):
             head = head_position()
             if head - result.position <= SWITCH_WITHIN_EVENTS:
                 break
             fold_to(head)
-            _write(builder, shadows)
+            _write(builder, shadows, result)
 
         with transaction.atomic():
             switch_started = time.monotonic()
@@ -132,7 +161,7 @@ def rebuild(
                     name=projection.name
                 )
             fold_to(head_position())
-            _write(builder, shadows)
+            _write(builder, shadows, result)
             result.reset_topics = _restamp_changed_topics(projection, builder, shadows)
             for shadow in shadows:
                 shadow.switch()
@@ -147,6 +176,8 @@ def rebuild(
             result.switch_ms = (time.monotonic() - switch_started) * 1000
         switched = True
     finally:
+        if collecting:
+            gc.enable()
         if not switched:
             for shadow in shadows:
                 shadow.drop()
@@ -169,22 +200,26 @@ def _skipped_positions(name: str) -> set[int]:
     return set(row.skipped_positions) if row else set()
 
 
-def _write(builder: Builder, shadows: list[ShadowTable]) -> None:
-    rows = builder.take_rows()
-    for shadow in shadows:
-        shadow.write(rows.get(shadow.model, ()))
+def _write(builder: Builder, shadows: list[ShadowTable], result: RebuildResult) -> None:
+    with result.timed("write"):
+        rows = builder.take_rows()
+        for shadow in shadows:
+            shadow.write(rows.get(shadow.model, ()))
 
 
 def _restamp_changed_topics(
     projection: Any, builder: Builder, shadows: list[ShadowTable]
 ) -> dict[str, int]:
-    """Give every topic whose rebuilt rows differ from the live ones a
-    version above both, and drop its history: a watcher's copy at any
-    older version no longer matches what REST serves."""
+    """Versions belong to the live topics, not to the fold: rebuilt rows
+    whose content equals the live ones take the live version. A topic whose
+    rows differ moves to a version above both, and loses its history: a
+    watcher's copy at any older version no longer matches what REST
+    serves."""
     topics: set[str] = set()
     for shadow in shadows:
         for row in shadow.differences():
             topics.update(projection.changed_topics(shadow.model, row))
+        shadow.take_live_versions()
     if not topics:
         return {}
 
@@ -394,24 +429,42 @@ class ShadowTable:
         if stamps:
             with connection.cursor() as cursor:
                 cursor.executemany(
-                    f"UPDATE {self.q(self.name)} SET {self.q('version')} = %s "
+                    f"UPDATE {self.q(self.name)} SET {self.q(VERSION_COLUMN)} = %s "
                     f"WHERE {self.q(self.pk_column)} = %s",
                     stamps,
                 )
 
     def differences(self) -> list[dict[str, Any]]:
-        """Rows found in only one of the twin and the live table: changed,
-        added or gone."""
+        """Rows whose content, all but the ``version``, is found in only one
+        of the twin and the live table: changed, added or gone."""
         found = []
+        columns = ", ".join(
+            self.q(f.column) for f in self.fields if f.column != VERSION_COLUMN
+        )
         with connection.cursor() as cursor:
             for first, second in ((self.live, self.name), (self.name, self.live)):
                 cursor.execute(
-                    f"SELECT * FROM {self.q(first)} "
-                    f"EXCEPT SELECT * FROM {self.q(second)}"
+                    f"SELECT {columns} FROM {self.q(first)} "
+                    f"EXCEPT SELECT {columns} FROM {self.q(second)}"
                 )
                 names = [column[0] for column in cursor.description]
                 found.extend(dict(zip(names, row, strict=True)) for row in cursor)
         return found
+
+    def take_live_versions(self) -> None:
+        """Give each twin row the version of the live row with its key."""
+        if VERSION_COLUMN not in {f.column for f in self.fields}:
+            return
+        twin, live = self.q(self.name), self.q(self.live)
+        key, version = self.q(self.pk_column), self.q(VERSION_COLUMN)
+        same_key = f"{live}.{key} = {twin}.{key}"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {twin} SET {version} = "
+                f"(SELECT {live}.{version} FROM {live} WHERE {same_key}) "
+                f"WHERE EXISTS (SELECT 1 FROM {live} WHERE {same_key} "
+                f"AND {live}.{version} <> {twin}.{version})"
+            )
 
     def switch(self) -> None:
         """Put the twin in the live table's place; call inside the switch's

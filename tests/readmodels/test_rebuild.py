@@ -10,6 +10,7 @@ from django.db import connection
 from events.store import head_position
 from readmodels.models import Checkpoint, CustomerOrders, Dashboard, OrderView
 from readmodels.projector import projection_named, replay
+from readmodels.rebuild import rebuild
 from readmodels.worker import ProjectionWorker
 from tests.conftest import place_order
 from tests.readmodels.test_replay import history, read_model_rows, run  # noqa: F401
@@ -135,3 +136,18 @@ def test_rebuilding_an_async_projection_moves_its_checkpoint_and_keeps_skips(
     assert Checkpoint.objects.get(name="dashboard").skipped_positions == [
         head_position()
     ]
+
+
+@pytest.mark.django_db
+def test_a_second_rebuild_after_a_reset_keeps_versions_and_resets_nothing(
+    history,  # noqa: F811
+):
+    OrderView.objects.filter(order_id=history[0]).update(status="edited by hand")
+    orders = projection_named("orders")
+    replay(orders)
+    after_first = read_model_rows()
+
+    result = rebuild(orders)
+
+    assert result.reset_topics == {}
+    assert read_model_rows() == after_first
