@@ -21,9 +21,16 @@ hand) moves to a new version above both, loses its change history, and
 its watchers are told ``reset`` with reason ``rebuilt`` once the switch
 commits: they fetch the resource again, as after any reset.
 
+The switch compares only the rows that differed when the whole tables
+were compared just before it, and the rows the last events touched: a
+row that changes live changes because of an event, and the rebuild folds
+the same event into the same row.
+
 Limits: the fold holds every row of the projection in memory (about a
 kilobyte per order); on SQLite the live tables' secondary indexes are
-built again inside the switch, since SQLite cannot rename an index.
+built again inside the switch, since SQLite cannot rename an index; a
+row edited by hand (not by an event) after that last full comparison is
+replaced without a reset.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ WRITE_CHUNK = 2000
 SWITCH_WITHIN_EVENTS = 2000
 CATCH_UP_ROUNDS = 10
 REBUILT = "rebuilt"
+# Keys per query when the switch compares chosen rows.
+KEYS_PER_QUERY = 500
 # The column of a read-model row that holds its topic's version.
 VERSION_COLUMN = "version"
 # Topics named one by one in the log when a rebuild resets them.
@@ -151,6 +160,13 @@ def rebuild(
                 break
             fold_to(head)
             _write(builder, shadows, result)
+
+        # Compare the whole tables now, while commands go on; the switch
+        # then compares only the rows found different here and the rows
+        # that the last events touched (the same rows, live and rebuilt).
+        with result.timed("compare"):
+            for shadow in shadows:
+                shadow.start_comparing()
 
         with transaction.atomic():
             switch_started = time.monotonic()
@@ -307,6 +323,11 @@ class ShadowTable:
         self.fields = model._meta.concrete_fields
         self.pk_column = model._meta.pk.column
         self.written: set[Any] = set()
+        # Once comparing has started: keys that differed then, and keys
+        # written since.
+        self.candidates_only = False
+        self.candidates: set[Any] = set()
+        self.written_since: set[Any] = set()
         # PostgreSQL: (temporary name, live name) of constraints and indexes.
         self.constraint_names: list[tuple[str, str]] = []
         self.index_names: list[tuple[str, str]] = []
@@ -423,6 +444,8 @@ class ShadowTable:
                     )
                 cursor.executemany(insert, values)
             self.written.update(row.pk for row in chunk)
+            if self.candidates_only:
+                self.written_since.update(row.pk for row in chunk)
 
     def set_versions(self, stamps: list[tuple[int, Any]]) -> None:
         """Set the ``version`` column of rows, as ``(version, key)`` pairs."""
@@ -434,6 +457,14 @@ class ShadowTable:
                     stamps,
                 )
 
+    def start_comparing(self) -> None:
+        """Align versions and note which rows differ, over the whole table;
+        from now on the switch need only look at these and at rows written
+        later."""
+        self.candidates = {row[self.pk_column] for row in self.differences()}
+        self.take_live_versions()
+        self.candidates_only = True
+
     def differences(self) -> list[dict[str, Any]]:
         """Rows whose content, all but the ``version``, is found in only one
         of the twin and the live table: changed, added or gone."""
@@ -442,13 +473,15 @@ class ShadowTable:
             self.q(f.column) for f in self.fields if f.column != VERSION_COLUMN
         )
         with connection.cursor() as cursor:
-            for first, second in ((self.live, self.name), (self.name, self.live)):
-                cursor.execute(
-                    f"SELECT {columns} FROM {self.q(first)} "
-                    f"EXCEPT SELECT {columns} FROM {self.q(second)}"
-                )
-                names = [column[0] for column in cursor.description]
-                found.extend(dict(zip(names, row, strict=True)) for row in cursor)
+            for where, keys in self._key_filters():
+                for first, second in ((self.live, self.name), (self.name, self.live)):
+                    cursor.execute(
+                        f"SELECT {columns} FROM {self.q(first)}{where} "
+                        f"EXCEPT SELECT {columns} FROM {self.q(second)}{where}",
+                        keys + keys,
+                    )
+                    names = [column[0] for column in cursor.description]
+                    found.extend(dict(zip(names, row, strict=True)) for row in cursor)
         return found
 
     def take_live_versions(self) -> None:
@@ -459,12 +492,30 @@ class ShadowTable:
         key, version = self.q(self.pk_column), self.q(VERSION_COLUMN)
         same_key = f"{live}.{key} = {twin}.{key}"
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {twin} SET {version} = "
-                f"(SELECT {live}.{version} FROM {live} WHERE {same_key}) "
-                f"WHERE EXISTS (SELECT 1 FROM {live} WHERE {same_key} "
-                f"AND {live}.{version} <> {twin}.{version})"
-            )
+            for where, keys in self._key_filters(twin):
+                cursor.execute(
+                    f"UPDATE {twin} SET {version} = "
+                    f"(SELECT {live}.{version} FROM {live} WHERE {same_key}) "
+                    f"WHERE EXISTS (SELECT 1 FROM {live} WHERE {same_key} "
+                    f"AND {live}.{version} <> {twin}.{version})"
+                    + (where.replace(" WHERE ", " AND ") if where else ""),
+                    keys,
+                )
+
+    def _key_filters(self, table: str = "") -> Iterable[tuple[str, list]]:
+        """``WHERE`` clauses, with their keys, that cover the rows to look
+        at: every row, or the candidates in chunks."""
+        if not self.candidates_only:
+            yield "", []
+            return
+        column = (
+            f"{table}.{self.q(self.pk_column)}" if table else self.q(self.pk_column)
+        )
+        keys = sorted(self.candidates | self.written_since)
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            chunk = keys[start : start + KEYS_PER_QUERY]
+            marks = ", ".join(["%s"] * len(chunk))
+            yield f" WHERE {column} IN ({marks})", chunk
 
     def switch(self) -> None:
         """Put the twin in the live table's place; call inside the switch's

@@ -10,7 +10,7 @@ from django.db import connection
 from events.store import head_position
 from readmodels.models import Checkpoint, CustomerOrders, Dashboard, OrderView
 from readmodels.projector import projection_named, replay
-from readmodels.rebuild import rebuild
+from readmodels.rebuild import ShadowTable, rebuild
 from readmodels.worker import ProjectionWorker
 from tests.conftest import place_order
 from tests.readmodels.test_replay import history, read_model_rows, run  # noqa: F401
@@ -151,3 +151,37 @@ def test_a_second_rebuild_after_a_reset_keeps_versions_and_resets_nothing(
 
     assert result.reset_topics == {}
     assert read_model_rows() == after_first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_that_change_after_the_comparison_are_compared_again_at_the_switch(
+    history,  # noqa: F811
+    alice_client,
+    monkeypatch,
+):
+    shipped, paid, open_order, _ = history
+    OrderView.objects.filter(order_id=shipped).update(status="edited by hand")
+    compare = ShadowTable.start_comparing
+    commands_done = []
+
+    def compare_then_command(self) -> None:
+        compare(self)
+        if not commands_done:
+            # Lands between the comparison and the switch.
+            run(alice_client, "post", f"/api/v1/orders/{open_order}/items", CAKE)
+            OrderView.objects.filter(order_id=paid).update(status="edited late")
+            commands_done.append(True)
+
+    monkeypatch.setattr(ShadowTable, "start_comparing", compare_then_command)
+
+    result = rebuild(projection_named("orders"))
+
+    # The early hand edit is reset; the command's row is rebuilt with it,
+    # at the version live publishing gave it.
+    assert set(result.reset_topics) == {f"orders/{shipped}", "customers/c-alice/orders"}
+    row = OrderView.objects.get(order_id=open_order)
+    assert row.stream_version == 3
+    assert row.version == 3
+    # A hand edit after the comparison, on a row no event touched, is a
+    # stated limit: the rebuilt row replaces it without a reset.
+    assert OrderView.objects.get(order_id=paid).status == "paid"
