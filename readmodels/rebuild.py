@@ -410,6 +410,8 @@ class ShadowTable:
                     )
                 )
                 self.index_names.append((temporary, name))
+            # Plans for the comparison need the twin's statistics.
+            cursor.execute(f"ANALYZE {self.q(self.name)}")
 
     def _temporary_name(self, name: str) -> str:
         # Unique as the live name is, and within PostgreSQL's 63 bytes.
@@ -442,7 +444,15 @@ class ShadowTable:
                         f"{self.q(self.pk_column)} IN ({keys})",
                         again,
                     )
-                cursor.executemany(insert, values)
+                if self.postgres:
+                    # COPY: several times quicker than INSERTs for a bulk.
+                    with cursor.cursor.copy(
+                        f"COPY {self.q(self.name)} ({columns}) FROM STDIN"
+                    ) as copy:
+                        for row_values in values:
+                            copy.write_row(row_values)
+                else:
+                    cursor.executemany(insert, values)
             self.written.update(row.pk for row in chunk)
             if self.candidates_only:
                 self.written_since.update(row.pk for row in chunk)
@@ -490,15 +500,13 @@ class ShadowTable:
             return
         twin, live = self.q(self.name), self.q(self.live)
         key, version = self.q(self.pk_column), self.q(VERSION_COLUMN)
-        same_key = f"{live}.{key} = {twin}.{key}"
         with connection.cursor() as cursor:
             for where, keys in self._key_filters(twin):
+                condition = where.replace(" WHERE ", " AND ") if where else ""
                 cursor.execute(
-                    f"UPDATE {twin} SET {version} = "
-                    f"(SELECT {live}.{version} FROM {live} WHERE {same_key}) "
-                    f"WHERE EXISTS (SELECT 1 FROM {live} WHERE {same_key} "
-                    f"AND {live}.{version} <> {twin}.{version})"
-                    + (where.replace(" WHERE ", " AND ") if where else ""),
+                    f"UPDATE {twin} SET {version} = {live}.{version} FROM {live} "
+                    f"WHERE {live}.{key} = {twin}.{key} "
+                    f"AND {live}.{version} <> {twin}.{version}{condition}",
                     keys,
                 )
 
