@@ -15,7 +15,7 @@ from events import commands
 from events.models import Snapshot
 from events.orders import ORDER_STREAM_TYPE, Item, Order
 from readmodels.models import CustomerOrders, OrderView, Topic
-from readmodels.projections.orders import _copy_order_to_row
+from readmodels.projections.orders import copy_state_to_row
 from readmodels.topics import customer_orders_topic, order_topic
 from tests.conftest import place_order
 
@@ -69,7 +69,10 @@ def bulk_insert_long_order(order_id: str, customer_id: str, count: int) -> None:
     )
     last = next(commands.read_stream(order_id, after_version=count - 1))
     row = OrderView(order_id=order_id, placed_position=last.position - count + 1)
-    _copy_order_to_row(order, row, last)
+    copy_state_to_row(order, row)
+    row.updated_at = last.recorded_at
+    row.stream_version = last.stream_version
+    row.last_position = last.position
     row.created_at = now
     row.version = count
     row.save()
