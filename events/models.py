@@ -23,7 +23,12 @@ class EventQuerySet(models.QuerySet):
 
 class StoredEvent(models.Model):
     """One event. ``position`` orders the whole store, ``stream_version``
-    orders one stream."""
+    orders one stream.
+
+    On PostgreSQL, appends insert through the stored function
+    ``lookout_append`` (migration 0003), not through this model: a change
+    to these columns needs a migration that replaces that function too.
+    """
 
     position = models.BigAutoField(primary_key=True)
     event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)

@@ -6,7 +6,8 @@ import datetime
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
 
 from events import store
 from events.errors import VersionConflict
@@ -178,6 +179,42 @@ def test_events_carry_their_command_metadata():
     assert recorded[0].metadata == stored.metadata
 
 
+def test_a_long_batch_keeps_versions_and_positions_in_order():
+    # More events than one INSERT carries on SQLite.
+    recorded = append("s-1", 0, numbered(450))
+
+    read = list(read_stream("s-1"))
+
+    assert read == recorded
+    assert [e.stream_version for e in read] == list(range(1, 451))
+    assert [e.data["n"] for e in read] == list(range(1, 451))
+    positions = [e.position for e in read]
+    assert positions == sorted(set(positions))
+
+
+def test_event_data_is_stored_as_given():
+    data = {
+        "text": 'caf\u00e9 \u2603 "quoted" back\\slash',
+        "nested": {"list": [1, 2.5, None, True], "empty": {}},
+        "big": 2**53 + 1,
+    }
+
+    recorded = append("s-1", 0, [NewEvent("Noted", data)])
+
+    assert recorded[0].data == data
+    assert StoredEvent.objects.get().data == data
+    assert next(read_stream("s-1")).data == data
+
+
+def test_events_of_one_append_keep_their_own_schema_versions():
+    events = [NewEvent("Counted", {"n": 1}), NewEvent("Counted", {"n": 2}, 2)]
+
+    append("s-1", 0, events)
+
+    stored = StoredEvent.objects.order_by("stream_version")
+    assert [e.metadata["schema_version"] for e in stored] == [1, 2]
+
+
 def test_recorded_at_is_an_aware_utc_time_equal_in_memory_and_stored():
     recorded = append("s-1", 0, numbered(1))[0]
 
@@ -270,6 +307,37 @@ def test_appending_to_a_new_stream_expecting_a_version_is_refused():
     assert StoredEvent.objects.count() == 0
 
 
+def test_a_version_conflict_leaves_the_callers_transaction_usable():
+    append("s-1", 0, numbered(1))
+
+    with transaction.atomic():
+        with pytest.raises(VersionConflict):
+            append("s-1", 0, numbered(1))
+        recorded = append("s-1", 1, numbered(1, start=2))
+
+    assert [e.stream_version for e in recorded] == [2]
+    assert [e.data["n"] for e in read_stream("s-1")] == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_append_hook_failing_inside_a_callers_transaction_spoils_it(
+    monkeypatch,
+):
+    def failing_hook(events):
+        raise RuntimeError("projection failed")
+
+    monkeypatch.setattr(store, "_append_hooks", [failing_hook])
+
+    with transaction.atomic():
+        StoredEvent.objects.count()
+        with pytest.raises(RuntimeError, match="projection failed"):
+            append("s-1", 0, numbered(1))
+        with pytest.raises(TransactionManagementError):
+            StoredEvent.objects.count()
+
+    assert StoredEvent.objects.count() == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_exception_in_an_append_hook_rolls_the_append_back(monkeypatch):
     def failing_hook(events):
@@ -302,6 +370,21 @@ def test_append_hooks_see_the_recorded_events_inside_the_transaction(monkeypatch
     append("s-1", 0, numbered(2))
 
     assert seen == [[(1, True), (2, True)]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commit_listeners_hear_of_each_committed_append_only(monkeypatch):
+    heard = []
+    monkeypatch.setattr(
+        store, "_commit_listeners", [lambda: heard.append(stream_version("s-1"))]
+    )
+
+    append("s-1", 0, numbered(1))
+    with pytest.raises(VersionConflict):
+        append("s-1", 0, numbered(1))
+    append("s-1", 1, numbered(1, start=2))
+
+    assert heard == [1, 2]
 
 
 @pytest.mark.django_db(transaction=True)
