@@ -15,6 +15,12 @@ checkpoint row, renewed as it works; another worker takes over once the
 lease has run out. The batch transaction checks the lease and the
 checkpoint it started from, so a worker that lost its lease while stalled
 cannot apply a batch twice.
+
+``run`` tails each projection in a thread of its own, with a wake-up of
+its own, so that one projection's batch never waits for another's apply,
+commit or sends. Each thread keeps its database connection between
+batches, whatever ``CONN_MAX_AGE`` says (reconnecting per batch cost more
+than the batch); only a failed step drops it.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from events.records import RecordedEvent
@@ -46,8 +53,8 @@ logger = logging.getLogger(__name__)
 # Events applied per transaction: large enough to amortize the commit,
 # small enough that a batch's changes reach watchers quickly.
 BATCH_SIZE = 500
-# A silent worker loses a projection after this long; it renews the lease
-# at least once a poll, so this is several polls.
+# A silent worker loses a projection after this long. A worker renews its
+# lease with every batch, and while idle once half of it has gone by.
 LEASE_SECS = 5.0
 # A lost wake-up (a dropped LISTEN connection, another process's commit
 # under SQLite) costs at most this much delay.
@@ -74,43 +81,100 @@ class ProjectionWorker:
         self.batch_size = batch_size
         self.lease_secs = lease_secs
         self.poll_secs = poll_secs
-        self.wakeup = threading.Event()
+        # One wake-up per projection: a thread clears its own, so a clear
+        # never swallows a wake-up meant for another projection.
+        self.wakeups = {p.name: threading.Event() for p in self.projections}
+        # When each lease this worker holds is due for renewal, by the
+        # monotonic clock; renewal starts once half of the lease is gone.
+        self.renew_at: dict[str, float] = {}
         self.last_trim = 0.0
+
+    def wake(self) -> None:
+        """Wake every projection's thread: new events may be there. Safe
+        to call from any thread."""
+        for wakeup in self.wakeups.values():
+            wakeup.set()
 
     def step(self) -> int:
         """Move every projection this worker can hold by one batch.
         Returns the events applied."""
         applied = 0
         for projection in self.projections:
-            if self.claim(projection.name):
+            if self.hold(projection.name):
                 applied += self.advance(projection)
         return applied
 
     def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set; sleep when caught up, until woken."""
-        on_append_committed(self.wakeup.set)
+        """Work until ``stop`` is set: each projection in a thread of its
+        own, sleeping when caught up until woken. Trims topic history
+        meanwhile, and returns once every thread has stopped."""
+        on_append_committed(self.wake)
+        threads = [
+            threading.Thread(
+                target=self.tail,
+                args=(projection, stop),
+                name=f"projection-{projection.name}",
+                daemon=True,
+            )
+            for projection in self.projections
+        ]
         logger.info(
             "worker %s runs projections %s",
             self.owner,
             ", ".join(p.name for p in self.projections),
         )
+        for thread in threads:
+            thread.start()
+
         try:
             while not stop.is_set():
-                close_old_connections()
+                self.trim_safely()
+                stop.wait(self.poll_secs)
+        finally:
+            # Also when this thread fails: the projections' threads must
+            # not outlive run().
+            stop.set()
+            self.wake()
+            for thread in threads:
+                thread.join()
+            connection.close()
+
+    def tail(self, projection: Projection, stop: threading.Event) -> None:
+        """Move one projection until ``stop`` is set, then give up its
+        lease."""
+        wakeup = self.wakeups[projection.name]
+        try:
+            while not stop.is_set():
                 try:
-                    self.trim_when_due()
-                    applied = self.step()
+                    applied = 0
+                    if self.hold(projection.name):
+                        applied = self.advance(projection)
                 except Exception:
                     # A lost database connection, say: the checkpoint is
-                    # intact, so try again after a poll.
-                    logger.exception("worker %s failed a step", self.owner)
+                    # intact, so try again after a poll on a new one.
+                    logger.exception(
+                        "worker %s failed a step of projection %s",
+                        self.owner,
+                        projection.name,
+                    )
                     connection.close()
                     applied = 0
                 if applied == 0:
-                    self.wakeup.wait(self.poll_secs)
-                    self.wakeup.clear()
+                    wakeup.wait(self.poll_secs)
+                    # Cleared before the next read, so an append that
+                    # commits from here on sets it again.
+                    wakeup.clear()
         finally:
-            self.release()
+            try:
+                self.release([projection.name])
+            finally:
+                connection.close()
+
+    def trim_safely(self) -> None:
+        try:
+            self.trim_when_due()
+        except Exception:
+            logger.exception("worker %s failed to trim topic history", self.owner)
             connection.close()
 
     def trim_when_due(self) -> None:
@@ -121,13 +185,22 @@ class ProjectionWorker:
             self.last_trim = now
             trim_changes()
 
+    def hold(self, name: str) -> bool:
+        """True while this worker holds the lease on a projection: claims
+        it, or renews it once half of it has gone by."""
+        if time.monotonic() < self.renew_at.get(name, 0.0):
+            return True
+        return self.claim(name)
+
     def claim(self, name: str) -> bool:
         """Take or renew the lease on a projection."""
+        started = time.monotonic()
         now = timezone.now()
         with transaction.atomic():
             row, _ = Checkpoint.objects.select_for_update().get_or_create(name=name)
             held_by_other = row.owner not in ("", self.owner)
             if held_by_other and row.lease_until and row.lease_until > now:
+                self.renew_at.pop(name, None)
                 return False
             if row.owner != self.owner:
                 logger.info(
@@ -139,10 +212,16 @@ class ProjectionWorker:
             row.owner = self.owner
             row.lease_until = now + timedelta(seconds=self.lease_secs)
             row.save(update_fields=["owner", "lease_until", "updated_at"])
+        self.renew_at[name] = started + self.lease_secs / 2
         return True
 
-    def release(self) -> None:
-        names = [p.name for p in self.projections]
+    def release(self, names: list[str] | None = None) -> None:
+        """Give up the leases on ``names`` (all of this worker's
+        projections by default), so another worker may take over now."""
+        if names is None:
+            names = [p.name for p in self.projections]
+        for name in names:
+            self.renew_at.pop(name, None)
         Checkpoint.objects.filter(name__in=names, owner=self.owner).update(
             owner="", lease_until=None
         )
@@ -182,14 +261,22 @@ class ProjectionWorker:
     def _apply(
         self, projection: Projection, events: list[RecordedEvent], expected: int
     ) -> None:
-        with transaction.atomic():
-            row = Checkpoint.objects.select_for_update().get(name=projection.name)
-            if row.owner != self.owner or row.position != expected:
-                raise LeaseLost(projection.name)
-            projection.apply_batch(events, OutboxPublisher())
-            row.position = events[-1].position
-            row.lease_until = timezone.now() + timedelta(seconds=self.lease_secs)
-            row.save(update_fields=["position", "lease_until", "updated_at"])
+        """Apply ``events`` and move the checkpoint past them in one
+        transaction, which also renews the lease."""
+        started = time.monotonic()
+        try:
+            with transaction.atomic():
+                row = Checkpoint.objects.select_for_update().get(name=projection.name)
+                if row.owner != self.owner or row.position != expected:
+                    raise LeaseLost(projection.name)
+                projection.apply_batch(events, OutboxPublisher())
+                row.position = events[-1].position
+                row.lease_until = timezone.now() + timedelta(seconds=self.lease_secs)
+                row.save(update_fields=["position", "lease_until", "updated_at"])
+        except LeaseLost:
+            self.renew_at.pop(projection.name, None)
+            raise
+        self.renew_at[projection.name] = started + self.lease_secs / 2
 
     def _apply_one_by_one(
         self, projection: Projection, events: list[RecordedEvent], expected: int
@@ -232,8 +319,8 @@ class ProjectionWorker:
         )
 
 
-def listen_for_appends(wakeup: threading.Event, stop: threading.Event) -> None:
-    """Set ``wakeup`` on every PostgreSQL NOTIFY of a committed append.
+def listen_for_appends(wake: Callable[[], None], stop: threading.Event) -> None:
+    """Call ``wake`` on every PostgreSQL NOTIFY of a committed append.
 
     Runs on its own connection; if it drops, the worker's poll covers the
     gap and this reconnects.
@@ -247,7 +334,7 @@ def listen_for_appends(wakeup: threading.Event, stop: threading.Event) -> None:
                 listener.execute(f"LISTEN {APPEND_NOTIFY_CHANNEL}")
                 while not stop.is_set():
                     for _ in listener.notifies(timeout=POLL_SECS, stop_after=1):
-                        wakeup.set()
+                        wake()
         except Exception:
             logger.warning("worker lost its LISTEN connection; polling meanwhile")
             stop.wait(POLL_SECS)
@@ -264,7 +351,7 @@ def start_in_background(stop: threading.Event | None = None) -> ProjectionWorker
     if connection.vendor == "postgresql":
         threading.Thread(
             target=listen_for_appends,
-            args=(worker.wakeup, stop),
+            args=(worker.wake, stop),
             name="projection-listener",
             daemon=True,
         ).start()

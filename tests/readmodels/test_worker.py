@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from events.models import StoredEvent
 from events.records import NewEvent, RecordedEvent
 from events.store import append_to_stream, head_position
+from readmodels import topics
 from readmodels.models import Change, Checkpoint, Dashboard, Topic
 from readmodels.projections.dashboard import DashboardProjection
 from readmodels.topics import UPSERT, Publisher
@@ -30,13 +31,14 @@ class CounterProjection:
     a Change row, so an event applied twice shows as a repeat."""
 
     name = "counter"
+    topic = "counter"
     models = ()
     crash_after: int | None = None
 
     def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
         for event in events:
-            version = publisher.next_version("counter")
-            publisher.publish("counter", version, UPSERT, "counter", {}, event)
+            version = publisher.next_version(self.topic)
+            publisher.publish(self.topic, version, UPSERT, "counter", {}, event)
             if self.crash_after is not None and version == self.crash_after:
                 # A kill between applying an event and saving the checkpoint.
                 raise SystemExit("worker killed")
@@ -262,3 +264,112 @@ def test_the_dashboard_refunds_a_cancelled_paid_order(alice_client):
     assert dashboard.revenue == Decimal("0")
     assert dashboard.by_status == {"placed": 1, "paid": 0, "cancelled": 1}
     assert dashboard.order_count == 2
+
+
+class NamedCounter(CounterProjection):
+    def __init__(self, name: str) -> None:
+        self.name = self.topic = name
+
+
+def wait_for(condition, timeout_secs: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_secs
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def checkpoint_at_head(name: str) -> bool:
+    row = Checkpoint.objects.filter(name=name).first()
+    return row is not None and row.position == head_position()
+
+
+def start_running(worker: ProjectionWorker) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    return stop, in_thread(lambda: worker.run(stop))
+
+
+def test_a_running_worker_moves_a_projection_while_another_waits_on_its_send(
+    monkeypatch,
+):
+    """One projection's changes take long to send; the other projection's
+    changes go out meanwhile."""
+    sending = threading.Event()
+    release = threading.Event()
+    sent_topics: list[str] = []
+
+    def slow_send_of_stuck(changes) -> None:
+        if changes[0].topic == "stuck":
+            sending.set()
+            release.wait(10)
+        sent_topics.append(changes[0].topic)
+
+    monkeypatch.setattr(topics, "_committed_hooks", [slow_send_of_stuck])
+    worker = ProjectionWorker(
+        [NamedCounter("stuck"), NamedCounter("counter")], poll_secs=30
+    )
+    stop, running = start_running(worker)
+    try:
+        append_events(1)
+        stuck_sending = sending.wait(5)
+        append_events(2, stream="more")
+        counted_meanwhile = wait_for(lambda: sent_topics.count("counter") >= 2)
+    finally:
+        release.set()
+        stop.set()
+        running.join(10)
+
+    assert stuck_sending
+    assert counted_meanwhile
+    assert "stuck" not in sent_topics[:2]
+    assert counter_versions() == [1, 2, 3]
+    assert not running.is_alive()
+
+
+def test_every_projection_of_a_running_worker_wakes_on_each_append():
+    """No projection waits for its poll: each append wakes them all, also
+    appends that commit while the projections are busy."""
+    names = ["first", "second", "third"]
+    worker = ProjectionWorker([NamedCounter(n) for n in names], poll_secs=30)
+    stop, running = start_running(worker)
+    caught_up = []
+    try:
+        for n in range(15):
+            append_events(1 + n % 3, stream=f"round-{n}")
+            caught_up.append(
+                wait_for(lambda: all(checkpoint_at_head(name) for name in names))
+            )
+    finally:
+        stop.set()
+        running.join(10)
+
+    assert caught_up == [True] * 15
+    for name in names:
+        versions = Change.objects.filter(topic=name).values_list("version", flat=True)
+        assert sorted(versions) == list(range(1, 31))
+
+
+def test_a_running_worker_keeps_its_leases_while_idle_and_gives_them_up_on_stop():
+    append_events(2)
+    running_worker = ProjectionWorker(
+        [NamedCounter("a"), NamedCounter("b")], lease_secs=0.4, poll_secs=0.05
+    )
+    other = ProjectionWorker([NamedCounter("a"), NamedCounter("b")], owner="other")
+    stop, running = start_running(running_worker)
+    try:
+        applied = wait_for(lambda: checkpoint_at_head("a") and checkpoint_at_head("b"))
+        # Idle for more than two lease lengths.
+        time.sleep(1.0)
+        taken_while_running = other.step()
+        owners_while_running = set(Checkpoint.objects.values_list("owner", flat=True))
+    finally:
+        stop.set()
+        running.join(10)
+    owners_after_stop = set(Checkpoint.objects.values_list("owner", flat=True))
+
+    assert applied
+    assert taken_while_running == 0
+    assert owners_while_running == {running_worker.owner}
+    assert owners_after_stop == {""}
+    assert not running.is_alive()

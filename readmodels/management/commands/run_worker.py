@@ -14,7 +14,8 @@ from readmodels.worker import ProjectionWorker, listen_for_appends
 class Command(BaseCommand):
     help = (
         "Tail the event store and apply the asynchronous projections "
-        "(dashboard, events). Several may run; one holds each projection."
+        "(dashboard, events), each in a thread of its own. Several may run; "
+        "one holds each projection."
     )
 
     def add_arguments(self, parser) -> None:
@@ -23,17 +24,29 @@ class Command(BaseCommand):
         parser.add_argument("--lease-secs", type=float, default=5.0)
 
     def handle(self, *args, batch_size: int, poll_secs: float, lease_secs: float, **_):
+        # The watch routes own the relay; imported here so that the read
+        # side does not depend on them.
+        from streams.background import start_relay_thread
+
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
 
+        # Commits hand their changes to the relay's thread and go on.
+        relay = start_relay_thread()
         worker = ProjectionWorker(
             batch_size=batch_size, poll_secs=poll_secs, lease_secs=lease_secs
         )
         if connection.vendor == "postgresql":
             threading.Thread(
-                target=listen_for_appends, args=(worker.wakeup, stop), daemon=True
+                target=listen_for_appends,
+                args=(worker.wake, stop),
+                name="projection-listener",
+                daemon=True,
             ).start()
         self.stderr.write(f"worker {worker.owner} started")
-        worker.run(stop)
+        try:
+            worker.run(stop)
+        finally:
+            relay.stop()
         self.stderr.write(f"worker {worker.owner} stopped")
