@@ -1,7 +1,9 @@
 """ASGI entry point: HTTP through Django, WebSocket through Channels.
 
 On its first connection the server starts, on its own event loop, the
-outbox relay and (in the embedded mode) the projection worker.
+outbox relay and (in the embedded mode) the projection worker. Under
+daphne, SIGTERM drains the watchers before the server stops (see
+``streams.shutdown``).
 """
 
 import os
@@ -20,13 +22,15 @@ from readmodels.worker import start_in_background  # noqa: E402
 from streams.auth import WatchAuthMiddleware  # noqa: E402
 from streams.relay import ensure_relay  # noqa: E402
 from streams.routing import websocket_urlpatterns  # noqa: E402
+from streams.shutdown import drain_on_sigterm, in_flight  # noqa: E402
 
 _worker_started = threading.Lock()
 _worker: list = []
 
 
 class StartServices:
-    """Starts the relay on the serving loop, and the in-process worker."""
+    """Starts the relay on the serving loop, and the in-process worker;
+    counts what is being served, so that a drain can wait for it."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -38,8 +42,12 @@ class StartServices:
                 with _worker_started:
                     if not _worker:
                         _worker.append(start_in_background())
+            with in_flight():
+                return await self.app(scope, receive, send)
         return await self.app(scope, receive, send)
 
+
+drain_on_sigterm()
 
 application = StartServices(
     ProtocolTypeRouter(

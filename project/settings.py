@@ -83,6 +83,10 @@ if DATABASE_URL:
     # of its own, so a kept connection is never reused, only left open; one
     # daphne process under 8 concurrent clients reached max_connections.
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # psycopg's default, which Django turns off: a statement run five times
+    # on one connection is prepared. Only server-side binding cursors (the
+    # event store's append) prepare; Django's own queries bind client-side.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
     # One test database per test run, so that runs side by side never meet.
     DATABASES["default"]["TEST"] = {
         "NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"
@@ -176,6 +180,14 @@ EVENTS: dict = {}
 STREAMS: dict = {}
 if os.environ.get("LOOKOUT_HEARTBEAT_SECS"):
     STREAMS["HEARTBEAT_SECS"] = float(os.environ["LOOKOUT_HEARTBEAT_SECS"])
+if os.environ.get("LOOKOUT_DRAIN_SECS"):
+    STREAMS["DRAIN_SECS"] = float(os.environ["LOOKOUT_DRAIN_SECS"])
+if os.environ.get("LOOKOUT_MAX_SUBSCRIBER_LAG"):
+    STREAMS["MAX_SUBSCRIBER_LAG"] = int(os.environ["LOOKOUT_MAX_SUBSCRIBER_LAG"])
+if os.environ.get("LOOKOUT_SOCKET_SEND_BUFFER_BYTES"):
+    STREAMS["SOCKET_SEND_BUFFER_BYTES"] = int(
+        os.environ["LOOKOUT_SOCKET_SEND_BUFFER_BYTES"]
+    )
 if os.environ.get("LOOKOUT_WATCH_PAGE_LOGIN"):
     STREAMS["WATCH_PAGE_LOGIN"] = os.environ["LOOKOUT_WATCH_PAGE_LOGIN"] == "1"
 # The embedded mode runs the projection worker inside the server process;

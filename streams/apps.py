@@ -6,8 +6,9 @@ class StreamsConfig(AppConfig):
     verbose_name = "Watch routes"
 
     def ready(self) -> None:
-        from readmodels.topics import on_change_committed
+        from readmodels.topics import on_change_committed, on_topics_reset
 
-        from .relay import announce
+        from .relay import announce, announce_resets
 
         on_change_committed(announce)
+        on_topics_reset(announce_resets)

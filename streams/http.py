@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -21,11 +22,12 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.access import Access
 from api.errors import error_body
 
-from . import conf
+from . import conf, shutdown
 from .auth import redeem_ticket, user_for_token
 from .live import Delivery, TopicFollower
 from .watch import (
     HISTORY_EXPIRED,
+    VERSION_AHEAD,
     InvalidSince,
     UnknownTopic,
     check_topic,
@@ -133,7 +135,11 @@ class TopicWatchView(View):
             since = _since(request)
             if wants_event_stream(request):
                 return await event_stream(user, topic, since)
-            return await long_poll(topic, since, _timeout(request))
+            response = await long_poll(topic, since, _timeout(request))
+            if response.get("Connection") == "close" and _http2(request):
+                # HTTP/2 has no such header; its streams cost nothing to end.
+                del response["Connection"]
+            return response
         except WatchError as exc:
             return exc.response()
 
@@ -162,8 +168,9 @@ async def event_stream(
     follower = TopicFollower(topic)
 
     async def frames() -> AsyncIterator[str]:
-        yield f"retry: {conf.get('SSE_RETRY_MS')}\n\n"
-        async with follower:
+        retry = f"retry: {conf.get('SSE_RETRY_MS')}\n"
+        yield retry + "\n"
+        async with follower, shutdown.watching() as subscriber:
             first = await follower.start(since)
             subscribed = {
                 "type": "subscribed",
@@ -171,8 +178,13 @@ async def event_stream(
                 "version": follower.version,
             }
             yield f"event: subscribed\ndata: {encode(subscribed)}\n\n"
-            idle_secs = conf.get("HEARTBEAT_SECS")
-            async for delivery in follower.deliveries(first, idle_secs):
+            deliveries = follower.deliveries(first, conf.get("HEARTBEAT_SECS"))
+            async for delivery in subscriber.until_told(deliveries):
+                if delivery.behind:
+                    # Cut off for lag: the client reconnects after the
+                    # retry time with the Last-Event-ID of its last change.
+                    yield retry + ": too far behind; resume from Last-Event-ID\n\n"
+                    return
                 if not delivery.idle:
                     yield sse_frame(delivery)
                     continue
@@ -182,10 +194,20 @@ async def event_stream(
                     return
                 yield ": keep-alive\n\n"
 
+        # The server is shutting down: the client comes back after the
+        # retry time, with the Last-Event-ID of the last change above.
+        yield retry + ": server restarting\n\n"
+
     response = StreamingHttpResponse(frames(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache, no-transform"
     # Tells nginx-like proxies not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
+    # Keeps compression middleware (Django's GZipMiddleware among them)
+    # away: it leaves alone a response that names its encoding. Compressed,
+    # the stream either waits for a full block or, from Django's async
+    # path, sends each event as a gzip member of its own, which clients
+    # such as httpx stop reading after the first.
+    response["Content-Encoding"] = "identity"
     return response
 
 
@@ -194,34 +216,54 @@ async def event_stream(
 
 async def long_poll(topic: str, since: int | None, timeout: float) -> HttpResponse:
     """Answer as soon as a change above ``since`` exists, or empty-handed
-    when ``timeout`` passes. Without ``since``, wait for the next one."""
-    async with TopicFollower(topic) as follower:
+    when ``timeout`` passes or the server shuts down. Without ``since``,
+    wait for the next one."""
+    async with TopicFollower(topic) as follower, shutdown.watching() as subscriber:
         first = await follower.start(since)
         start = follower.version
         if first.reset:
-            reason = first.reset["reason"]
-            body = {**first.reset, **error_body(reason, _reset_text(reason))}
-            return JsonResponse(body, status=410)
+            return _gone(first.reset)
         messages = list(first.messages)
         version = first.version if messages else start
         if not messages and timeout > 0:
-            async for delivery in follower.deliveries(first, timeout):
-                if delivery.idle or delivery.reset:
-                    break
+            # The first delivery, or none if the server shuts down first.
+            waiting = subscriber.until_told(follower.deliveries(first, timeout))
+            async with aclosing(waiting):
+                delivery = await anext(waiting, None)
+            if delivery and delivery.reset:
+                return _gone(delivery.reset)
+            if delivery and delivery.message is not None:
                 messages.append(delivery.message or "")
                 version = delivery.version
-                break
     body = (
         f'{{"topic":{encode(topic)},"version":{version},'
         f'"changes":[{",".join(messages)}]}}'
     )
-    return HttpResponse(body, content_type="application/json")
+    response = HttpResponse(body, content_type="application/json")
+    if subscriber.told:
+        # Else the client's next poll comes back over the same kept-alive
+        # connection, to be answered at once again until the server stops.
+        response["Connection"] = "close"
+    return response
+
+
+def _http2(request: HttpRequest) -> bool:
+    return not str(request.scope.get("http_version", "1.1")).startswith("1")
+
+
+def _gone(reset: dict[str, Any]) -> JsonResponse:
+    """410 with the reset object, which also carries the error."""
+    reason = reset["reason"]
+    body = {**reset, **error_body(reason, _reset_text(reason))}
+    return JsonResponse(body, status=410)
 
 
 def _reset_text(reason: str) -> str:
     if reason == HISTORY_EXPIRED:
         return "the changes after since are no longer held; fetch the resource again"
-    return "since is above the topic's version; fetch the resource again"
+    if reason == VERSION_AHEAD:
+        return "since is above the topic's version; fetch the resource again"
+    return "the read model was rebuilt and differs; fetch the resource again"
 
 
 class OrderWatchView(TopicWatchView):

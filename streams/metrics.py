@@ -14,6 +14,18 @@ WATCH_GAPS = Counter(
 CHANGES_SENT = Counter(
     "lookout_changes_sent_total", "Changes the outbox relay sent to topic groups"
 )
+SLOW_SUBSCRIBERS = Counter(
+    "lookout_watch_slow_subscribers_total",
+    "Subscribers cut off because more live changes waited for them than "
+    "STREAMS['MAX_SUBSCRIBER_LAG'], and told to resume",
+    ["transport"],
+)
+DROPPED_CHANGES = Counter(
+    "lookout_watch_dropped_changes_total",
+    "Live changes dropped from the queues of subscribers that were cut off "
+    "(they read them from the outbox when they resume)",
+    ["transport"],
+)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

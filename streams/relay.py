@@ -24,9 +24,17 @@ from readmodels.models import Change
 from readmodels.topics import CommittedChange
 
 from . import conf, metrics
-from .watch import group_name, off_loop
+from .watch import encode, group_name, off_loop, reset_message
 
-__all__ = ["Relay", "announce", "ensure_relay", "send_changes", "sweep_unsent"]
+__all__ = [
+    "Relay",
+    "announce",
+    "announce_resets",
+    "ensure_relay",
+    "send_changes",
+    "send_resets",
+    "sweep_unsent",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,21 @@ async def send_changes(changes: list[CommittedChange]) -> None:
             },
         )
     metrics.CHANGES_SENT.inc(len(changes))
+
+
+async def send_resets(versions: dict[str, int], reason: str) -> None:
+    """Tell each topic's watchers that it starts over at a new version."""
+    layer = get_channel_layer()
+    for topic, version in versions.items():
+        await layer.group_send(
+            group_name(topic),
+            {
+                "type": "topic.reset",
+                "topic": topic,
+                "version": version,
+                "message": encode(reset_message(topic, version, reason)),
+            },
+        )
 
 
 def mark_sent(ids: list[int]) -> None:
@@ -137,3 +160,21 @@ def announce(changes: list[CommittedChange]) -> None:
         return
     async_to_sync(send_changes)(changes)
     mark_sent([c.id for c in changes])
+
+
+def announce_resets(versions: dict[str, int], reason: str) -> None:
+    """After a commit that reset topics (a rebuild): send their watchers a
+    reset, from this process's relay loop if one runs, else right here.
+
+    Resets are not kept in the outbox. A watcher that misses this one (a
+    dropped send; a server that shares no channel layer with the process
+    that rebuilt, as under the embedded in-memory layer) finds its
+    topic's version ahead on its next tick or idle check, and its history
+    gone: it is told ``reset`` then, with reason ``history_expired``.
+    """
+    relay = _relay
+    if relay is not None and relay.alive:
+        asyncio.run_coroutine_threadsafe(send_resets(versions, reason), relay.loop)
+        return
+    async_to_sync(send_resets)(versions, reason)
+    logger.info("sent a %s reset to the watchers of %d topics", reason, len(versions))

@@ -3,7 +3,15 @@ per-resource upgrade on ``.../watch``.
 
 Close codes: 4401 not authenticated, 4403 forbidden, 4404 no such topic
 (per-resource only; the multiplexed endpoint answers with ``error``
-frames and stays open).
+frames and stays open), 4008 too far behind: more than
+``MAX_SUBSCRIBER_LAG`` live changes waited for the connection. The 4008
+reason is JSON with the last version sent, ``{"version": V}`` per resource
+and ``{"versions": {topic: V, ...}}`` on ``/ws/v1/`` (``{}`` when that does
+not fit the 123 bytes of a close reason); every change up to it came
+before the close frame. Resume with ``since=V``.
+
+Live changes come from the process's topic hub (``fanout``) into one queue
+per connection, which the connection's own sending task drains.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from django.contrib.auth import get_user_model
 from accounts.access import Access
 from readmodels.models import Topic
 
-from . import conf, metrics
+from . import conf, metrics, shutdown
+from .fanout import ChangeQueue, ResetMessage, topic_hub, transport_flow
 from .watch import (
     InvalidSince,
     Subscription,
@@ -29,7 +38,6 @@ from .watch import (
     check_topic,
     encode,
     error_message,
-    group_name,
     off_loop,
     parse_since,
     read_backlog,
@@ -40,6 +48,9 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_SLOW = 4008
+# A close reason holds at most 123 bytes of UTF-8.
+MAX_CLOSE_REASON_BYTES = 123
 
 
 class WatchRefused(Exception):
@@ -49,11 +60,41 @@ class WatchRefused(Exception):
         super().__init__(message)
 
 
+class ConnectionQueue(ChangeQueue):
+    """The queue of one WebSocket connection. A change that finds the
+    connection idle (nothing queued or being sent, socket open) and is the
+    next version of its topic is written to the socket at once, without
+    waking the connection's task; anything else waits in the queue."""
+
+    def __init__(self, consumer: BaseWatchConsumer) -> None:
+        super().__init__("websocket")
+        self.consumer = consumer
+
+    def offer(self, topic: str, version: int, message: str) -> None:
+        consumer = self.consumer
+        idle = not (self.items or consumer.sending.locked() or self.cut_off.is_set())
+        if idle and consumer.flow.open.is_set():
+            subscription = consumer.subscriptions.get(topic)
+            if (
+                subscription is not None
+                and version == subscription.version + 1
+                and consumer.flow.send_now(message)
+            ):
+                subscription.version = version
+                return
+        super().offer(topic, version, message)
+
+
 class BaseWatchConsumer(AsyncWebsocketConsumer):
     """Holds subscriptions, catches them up, and relays live changes."""
 
     async def connect(self) -> None:
         self.subscriptions: dict[str, Subscription] = {}
+        self.queue = ConnectionQueue(self)
+        # Held while change frames of any topic go out, so that a backlog
+        # and live changes never interleave.
+        self.sending = asyncio.Lock()
+        self.hub = topic_hub()
         user = self.scope.get("user")
         await self.accept()
         if user is None or not user.is_authenticated:
@@ -61,6 +102,8 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
             return
         self.access = await off_loop(Access)(user)
         self.ticker = asyncio.create_task(self._tick_forever())
+        self.sender = asyncio.create_task(self._send_forever())
+        shutdown.register(self)
         await self.start()
 
     async def start(self) -> None:
@@ -69,26 +112,82 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         # The server cancels a consumer that outstays it without calling
         # disconnect(); leave no ticker or group membership behind then.
+        self.flow = transport_flow(send)
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.release()
+            self.flow.release()
 
     async def disconnect(self, code: int) -> None:
         await self.release()
 
     async def release(self) -> None:
-        ticker = getattr(self, "ticker", None)
-        if ticker:
-            ticker.cancel()
+        shutdown.unregister(self)
+        for name in ("ticker", "sender"):
+            task = getattr(self, name, None)
+            if task and task is not asyncio.current_task():
+                task.cancel()
         subscriptions = getattr(self, "subscriptions", {})
         while subscriptions:
             topic, _ = subscriptions.popitem()
-            await self.channel_layer.group_discard(group_name(topic), self.channel_name)
+            await self.hub.leave(topic, self.queue)
+
+    async def _send_forever(self) -> None:
+        """Send live changes from the queue while the socket takes them;
+        cut the connection off when the queue overflows."""
+        queue = self.queue
+        while True:
+            await queue.ready.wait()
+            queue.ready.clear()
+            while queue.items:
+                if not await self.flow.writable(give_up=queue.cut_off):
+                    break
+                topic, version, message = queue.items.popleft()
+                async with self.sending:
+                    if queue.cut_off.is_set():
+                        break
+                    await self.relay_change(topic, version, message)
+            if queue.cut_off.is_set():
+                await self.close_too_slow()
+                return
+
+    async def relay_change(self, topic: str, version: int, message: str) -> None:
+        subscription = self.subscriptions.get(topic)
+        if subscription is None or version <= subscription.version:
+            return
+        if version == subscription.version + 1 or isinstance(message, ResetMessage):
+            await self.send(text_data=message)
+            subscription.version = version
+            return
+        # A gap: a send was dropped or overtaken. Read it from the outbox.
+        await self.catch_up(subscription)
+
+    async def close_too_slow(self) -> None:
+        """Close with 4008 and the versions sent, behind the frames that
+        carried them."""
+        versions = {t: s.version for t, s in self.subscriptions.items()}
+        logger.warning(
+            "subscriber %s dropped: more than %d changes behind on %s",
+            self.channel_name,
+            self.queue.limit,
+            ", ".join(versions) or "no topic",
+        )
+        reason = self.resume_reason(versions)
+        await self.release()
+        grace = conf.get("SLOW_CLOSE_GRACE_SECS")
+        if not self.flow.close(CLOSE_TOO_SLOW, reason, grace):
+            await self.close(code=CLOSE_TOO_SLOW, reason=reason)
+
+    def resume_reason(self, versions: dict[str, int]) -> str:
+        reason = encode({"versions": versions})
+        if len(reason.encode()) > MAX_CLOSE_REASON_BYTES:
+            return "{}"
+        return reason
 
     async def _tick_forever(self) -> None:
         # The tick goes through the consumer's own channel, so it is handled
-        # in turn with changes and frames, never alongside them.
+        # in turn with client frames; it sends changes under ``sending``.
         interval = conf.get("HEARTBEAT_SECS")
         while True:
             await asyncio.sleep(interval)
@@ -99,6 +198,19 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
                 logger.debug(
                     "subscriber %s skipped a tick: channel full", self.channel_name
                 )
+
+    async def leave_for_restart(self) -> None:
+        """Asked by the server's drain; handled in turn, like a tick."""
+        try:
+            await self.channel_layer.send(self.channel_name, {"type": "watch.restart"})
+        except ChannelFull:
+            await self.close(code=shutdown.CLOSE_SERVICE_RESTART)
+
+    async def watch_restart(self, event: dict[str, Any]) -> None:
+        """The server is shutting down: stop relaying and ask the client to
+        reconnect (close code 1012) and resume from its versions."""
+        await self.release()
+        await self.close(code=shutdown.CLOSE_SERVICE_RESTART)
 
     async def watch_tick(self, event: dict[str, Any]) -> None:
         """Check that the user may still watch, and catch up subscriptions
@@ -111,9 +223,13 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        if self.queue.items:
+            # Changes are still on their way from the queue.
+            return
         for topic, subscription in list(self.subscriptions.items()):
             if versions.get(topic, 0) > subscription.version:
-                await self.catch_up(subscription)
+                async with self.sending:
+                    await self.catch_up(subscription)
 
     def _recheck(self) -> tuple[bool, dict[str, int]]:
         user = get_user_model().objects.filter(pk=self.access.user.pk).first()
@@ -128,24 +244,25 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=encode(message))
 
     async def subscribe(self, topic: Any, since: Any, ref: Any = None) -> None:
-        """Check, join the topic's group, send the backlog, go live."""
+        """Check, join the topic through the hub, send the backlog, go live."""
         since = parse_since(since)
         topic = await self._authorize(topic)
         if topic in self.subscriptions:
             raise WatchRefused("already_subscribed", f"already watching {topic}")
 
-        # Join first: a change committed while the backlog is read then
-        # waits in this consumer's queue instead of being lost.
-        await self.channel_layer.group_add(group_name(topic), self.channel_name)
-        subscription = Subscription(topic, version=0, ref=ref)
-        self.subscriptions[topic] = subscription
+        async with self.sending:
+            # Join first: a change committed while the backlog is read then
+            # waits in this connection's queue instead of being lost.
+            subscription = Subscription(topic, version=0, ref=ref)
+            self.subscriptions[topic] = subscription
+            await self.hub.join(topic, self.queue)
 
-        backlog = await off_loop(read_backlog)(topic, since)
-        start = backlog.version if backlog.reset or since is None else since
-        await self.send_json(
-            {"type": "subscribed", "topic": topic, "version": start, "ref": ref}
-        )
-        await self._deliver(subscription, backlog, since)
+            backlog = await off_loop(read_backlog)(topic, since)
+            start = backlog.version if backlog.reset or since is None else since
+            await self.send_json(
+                {"type": "subscribed", "topic": topic, "version": start, "ref": ref}
+            )
+            await self._deliver(subscription, backlog, since)
         logger.debug(
             "subscriber %s watches %s from version %d", self.channel_name, topic, start
         )
@@ -153,20 +270,8 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
     async def unsubscribe(self, topic: str) -> bool:
         if self.subscriptions.pop(topic, None) is None:
             return False
-        await self.channel_layer.group_discard(group_name(topic), self.channel_name)
+        await self.hub.leave(topic, self.queue)
         return True
-
-    async def change_message(self, event: dict[str, Any]) -> None:
-        """A live change from the topic's group."""
-        subscription = self.subscriptions.get(event["topic"])
-        if subscription is None or event["version"] <= subscription.version:
-            return
-        if event["version"] == subscription.version + 1:
-            await self.send(text_data=event["message"])
-            subscription.version = event["version"]
-            return
-        # A gap: a send was dropped or overtaken. Read it from the outbox.
-        await self.catch_up(subscription)
 
     async def catch_up(self, subscription: Subscription) -> None:
         metrics.WATCH_GAPS.labels("websocket").inc()
@@ -186,8 +291,13 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         while True:
             if backlog.reset:
                 await self.send_json(backlog.reset)
-            for message in backlog.messages:
+            first = backlog.version - len(backlog.messages) + 1
+            for version, message in enumerate(backlog.messages, first):
+                # A backlog waits for the socket like live changes do.
+                if not await self.flow.writable(give_up=self.queue.cut_off):
+                    return
                 await self.send(text_data=message)
+                subscription.version = version
             subscription.version = backlog.version
             if not backlog.more:
                 return
@@ -299,6 +409,9 @@ class ResourceWatchConsumer(BaseWatchConsumer):
         await self.send_json(
             error_message("invalid_frame", "this watch takes only ping frames")
         )
+
+    def resume_reason(self, versions: dict[str, int]) -> str:
+        return encode({"version": next(iter(versions.values()), 0)})
 
 
 class OrderWatchConsumer(ResourceWatchConsumer):
