@@ -44,6 +44,8 @@ def dashboard_representation(dashboard: Dashboard) -> dict[str, Any]:
 class DashboardProjection:
     name = "dashboard"
     models = (DashboardOrder, Dashboard)
+    # The columns changed_topics reads from a row of each model: none.
+    topic_columns = {DashboardOrder: ("order_id",), Dashboard: ("id",)}
 
     def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
         fold = DashboardFold(publisher, live=True)

@@ -34,6 +34,11 @@ CUSTOMER_PREFIX, CUSTOMER_SUFFIX = customer_orders_topic("\0").split("\0")
 class OrdersProjection:
     name = "orders"
     models = (OrderView, CustomerOrders)
+    # The columns changed_topics reads from a row of each model.
+    topic_columns = {
+        OrderView: ("order_id", "customer_id"),
+        CustomerOrders: ("customer_id",),
+    }
 
     def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
         fold = OrdersFold(publisher, live=True)
