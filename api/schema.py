@@ -55,7 +55,11 @@ SCHEMAS: dict[str, Any] = {
             "type": {"type": "string", "enum": ["reset"]},
             "topic": {"type": "string"},
             "version": {"type": "integer"},
-            "reason": {"type": "string", "enum": ["history_expired", "version_ahead"]},
+            "reason": {
+                "type": "string",
+                "enum": ["history_expired", "version_ahead", "rebuilt"],
+                "description": "rebuilt: a rebuild of the read model changed it.",
+            },
         },
     },
     "LongPollAnswer": {
@@ -161,7 +165,10 @@ def _watch_operation(topic: str, path_key: str | None) -> dict[str, Any]:
             "403": _error("The user may not watch this topic."),
             "404": _error("No such topic."),
             "410": {
-                "description": "Long polling: history expired or version ahead.",
+                "description": (
+                    "Long polling: history expired, version ahead, or the "
+                    "read model was rebuilt."
+                ),
                 "content": {"application/json": {"schema": {"$ref": _REF + "Reset"}}},
             },
         },
@@ -183,7 +190,10 @@ def add_watch_routes(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
                 "Upgrade to WebSocket. Client frames: subscribe {topic, since, ref}, "
                 "unsubscribe {topic}, ping. Server frames: subscribed, change, "
                 "reset, unsubscribed, pong, error {code, message, topic, ref}. "
-                "Handshake refusals close with 4401 or 4403."
+                "Handshake refusals close with 4401 or 4403. A connection "
+                "too far behind is closed with 4008, reason "
+                '{"versions": {topic: V}}: resume with since=V. A server '
+                "shutting down closes with 1012: reconnect and resume."
             ),
             "tags": ["watch"],
             "responses": {"101": {"description": "Switching protocols"}},

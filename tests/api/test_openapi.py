@@ -1,0 +1,76 @@
+"""Discovery: REST representations link their watch routes, and the
+OpenAPI document describes those routes and the messages they send."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import place_order
+
+pytestmark = pytest.mark.django_db
+
+
+def openapi(client) -> dict:
+    response = client.get("/api/v1/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return response.json()
+
+
+def documented_path(document: dict, href: str) -> str | None:
+    """The OpenAPI path template that ``href`` matches, if any."""
+    for template in document["paths"]:
+        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, href):
+            return template
+    return None
+
+
+def test_every_rest_representation_links_a_documented_watch_route(
+    alice_client, staff_client
+):
+    order = place_order(alice_client)
+    customer = order["customer_id"]
+    bodies = [
+        order,
+        alice_client.get(f"/api/v1/orders/{order['id']}").json(),
+        alice_client.get(f"/api/v1/customers/{customer}/orders").json(),
+        staff_client.get("/api/v1/dashboard").json(),
+    ]
+    document = openapi(alice_client)
+
+    for body in bodies:
+        watch = body["_links"]["watch"]
+        template = documented_path(document, watch["href"])
+        assert template is not None, watch["href"]
+        assert template.endswith("/watch")
+        assert "get" in document["paths"][template]
+    assert bodies[0]["_links"]["watch"]["topic"] == f"orders/{order['id']}"
+
+
+def test_the_watch_routes_document_their_parameters_and_messages(alice_client):
+    document = openapi(alice_client)
+    schemas = document["components"]["schemas"]
+    watch_paths = [p for p in document["paths"] if p.endswith("/watch")]
+
+    assert len(watch_paths) == 4
+    for path in watch_paths:
+        operation = document["paths"][path]["get"]
+        names = {p["name"] for p in operation["parameters"]}
+        assert {"since", "timeout", "Last-Event-ID"} <= names
+        answers = operation["responses"]
+        assert set(answers["200"]["content"]) == {
+            "application/json",
+            "text/event-stream",
+        }
+        assert answers["410"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Reset"
+        }
+    assert "/ws/v1/" in document["paths"]
+    assert schemas["Change"]["properties"]["type"]["enum"] == ["change"]
+    assert set(schemas["Reset"]["properties"]["reason"]["enum"]) == {
+        "history_expired",
+        "version_ahead",
+        "rebuilt",
+    }
