@@ -6,8 +6,9 @@ in production mode, a separate ``manage.py run_worker``. Events go in at a
 fixed rate (200 per second by default), in one of two ways:
 
 - ``--via append`` (default with ``DATABASE_URL``): this process appends
-  order events itself with ``append_to_stream``, one event per commit, and
-  notes each commit's time. Its inline projection's changes are sent from
+  order events itself with ``append_to_stream``, one event per commit,
+  from ``--writers`` threads on distinct streams, and notes each commit's
+  time. Its inline projection's changes are sent from
   here through Redis, as the worker's are.
 - ``--via http`` (default embedded): order commands over HTTP from several
   clients, one event each. Appends from outside the server would wake the
@@ -26,7 +27,7 @@ so the figures are a little above commit -> watcher. Server and client
 read the same clock: they run on one machine.
 
     .venv/bin/python bench/async_latency.py [--rate 200] [--seconds 20]
-        [--via append|http]
+        [--via append|http] [--writers 4]
 
 ``DATABASE_URL`` and ``REDIS_URL`` run it against PostgreSQL and Redis;
 without them the worker runs inside daphne (the embedded mode).
@@ -40,6 +41,7 @@ import datetime
 import json
 import os
 import platform
+import threading
 import time
 from collections import Counter, defaultdict
 
@@ -148,10 +150,36 @@ def note_commit(commits: dict[tuple[str, int], float], key: tuple[str, int]) -> 
 
 
 def append_at_rate(
-    rate: float, seconds: float, commits: dict[tuple[str, int], float]
+    rate: float,
+    seconds: float,
+    commits: dict[tuple[str, int], float],
+    writers: int = 1,
 ) -> tuple[int, Counter]:
     """Append order events of customer ``CUSTOMER`` at ``rate`` per second
-    for ``seconds``, one per transaction, noting when each committed."""
+    for ``seconds``, one per transaction, noting when each committed.
+
+    ``writers`` threads share the rate, each on its own connection and its
+    own order streams: one writer alone cannot append with the inline
+    projection at 200 per second here."""
+    threads = [
+        threading.Thread(
+            target=_append_share,
+            args=(n, rate / writers, seconds, commits),
+            name=f"writer-{n}",
+        )
+        for n in range(writers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    count = len(threads) * int(rate / writers * seconds)
+    return count, Counter({"appended": count})
+
+
+def _append_share(
+    writer: int, rate: float, seconds: float, commits: dict[tuple[str, int], float]
+) -> None:
     from django.db import connection, transaction
 
     from events.orders import ORDER_STREAM_TYPE
@@ -159,7 +187,7 @@ def append_at_rate(
     from events.store import append_to_stream
 
     count = int(rate * seconds)
-    plans = order_plans(count, prefix=f"o-{os.getpid()}")
+    plans = order_plans(count, prefix=f"o-{os.getpid()}-{writer}")
     started = time.perf_counter()
     for n, (plan, index) in enumerate(interleaved(plans)):
         delay = started + n / rate - time.perf_counter()
@@ -177,7 +205,6 @@ def append_at_rate(
                 plan.order_id, ORDER_STREAM_TYPE, index, [NewEvent(event_type, data)]
             )
     connection.close()
-    return count, Counter({"appended": count})
 
 
 async def measure(server: BenchServer, staff: str, customer: str, args) -> dict:
@@ -194,7 +221,11 @@ async def measure(server: BenchServer, staff: str, customer: str, args) -> dict:
         started = time.perf_counter()
         if commits is not None:
             sent, statuses = await asyncio.to_thread(
-                append_at_rate, args.rate, WARM_UP_SECS + args.seconds, commits
+                append_at_rate,
+                args.rate,
+                WARM_UP_SECS + args.seconds,
+                commits,
+                args.writers,
             )
         else:
             shoppers = [Shopper(server.url, customer) for _ in range(SHOPPERS)]
@@ -237,6 +268,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="run_worker processes (production)"
     )
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=4,
+        help="appending threads sharing the rate (--via append)",
+    )
     production = bool(os.environ.get("DATABASE_URL"))
     parser.add_argument(
         "--via", choices=("append", "http"), default="append" if production else "http"
@@ -251,7 +288,7 @@ def main() -> None:
         if args.via == "append":
             set_up_django(server.env)
         load = (
-            "direct appends, one event per commit"
+            f"direct appends from {args.writers} threads, one event per commit"
             if args.via == "append"
             else f"HTTP commands from {SHOPPERS} clients"
         )
