@@ -8,8 +8,12 @@ fixed rate (200 per second by default), in one of two ways:
 - ``--via append`` (default with ``DATABASE_URL``): this process appends
   order events itself with ``append_to_stream``, one event per commit,
   from ``--writers`` threads on distinct streams, and notes each commit's
-  time. Its inline projection's changes are sent from
-  here through Redis, as the worker's are.
+  time. With ``--inline off`` (the default) the writers append to the
+  store alone, as the worker sees it: on this 2-core machine the inline
+  orders projection holds the store's write lock for several milliseconds
+  per event on PostgreSQL, and appends with it stop near 100 per second,
+  short of the rate. With ``--inline on`` its changes are sent from here
+  through Redis, as the worker's are.
 - ``--via http`` (default embedded): order commands over HTTP from several
   clients, one event each. Appends from outside the server would wake the
   embedded worker only by its poll, so this is the embedded mode's path.
@@ -18,16 +22,24 @@ One staff watcher on the multiplexed ``/ws/v1/`` is
 subscribed to ``dashboard`` (asynchronous: the worker applies it after the
 command committed) and to the shoppers' ``customers/<id>/orders`` (inline:
 applied in the command's transaction, sent by daphne's relay). The
-baseline is that inline topic, measured the same way in the same run.
+baseline is that inline topic, measured the same way in the same run;
+with ``--inline off`` it is the store's own NOTIFY instead, from commit to
+its arrival at a plain psycopg connection that LISTENs, the floor of any
+wake-up. Appends commit in position order under the store's lock and
+PostgreSQL delivers notifications in commit order, so the n-th
+notification belongs to the n-th position.
 
 With ``--via append`` each change's time runs from its event's commit to
 the frame's arrival. With ``--via http`` it runs from the event's
 ``recorded_at``, taken in the append's transaction just before its commit,
-so the figures are a little above commit -> watcher. Server and client
-read the same clock: they run on one machine.
+so the figures are a little above commit -> watcher; and a dashboard
+change counts from the last event of the worker's batch only. With
+``--via append`` every event counts, from its own commit to the arrival of
+the first dashboard change that includes it. Server and client read the
+same clock: they run on one machine.
 
     .venv/bin/python bench/async_latency.py [--rate 200] [--seconds 20]
-        [--via append|http] [--writers 4]
+        [--via append|http] [--writers 4] [--inline on|off]
 
 ``DATABASE_URL`` and ``REDIS_URL`` run it against PostgreSQL and Redis;
 without them the worker runs inside daphne (the embedded mode).
@@ -58,6 +70,45 @@ ASYNC_TOPIC = "dashboard"
 SHOPPERS = 16
 WARM_UP_SECS = 2.0
 DRAIN_SECS = 3.0
+NOTIFY_BASELINE = "baseline: store NOTIFY at a LISTEN connection"
+# Commit times by position, noted by the appending threads.
+COMMITS_BY_POSITION: dict[int, float] = {}
+
+
+class NotifyListener:
+    """A plain psycopg connection LISTENing to the store's channel in a
+    thread of its own; notes when each notification arrives."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from events.store import APPEND_NOTIFY_CHANNEL
+
+        self.connection = psycopg.connect(url, autocommit=True)
+        self.connection.execute(f"LISTEN {APPEND_NOTIFY_CHANNEL}")
+        self.arrivals: list[float] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="listen", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            for _ in self.connection.notifies(timeout=0.2):
+                self.arrivals.append(time.time())
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        self.connection.close()
+
+    def delays(self, measure_from: float) -> list[float]:
+        """The n-th notification against the n-th position's commit."""
+        commits = [COMMITS_BY_POSITION[p] for p in sorted(COMMITS_BY_POSITION)]
+        return [
+            arrived - committed
+            for committed, arrived in zip(commits, self.arrivals, strict=False)
+            if committed >= measure_from
+        ]
 
 
 def recorded_at(frame: dict) -> float:
@@ -80,6 +131,8 @@ class Watcher:
         # Commit times by (stream, version), when this process appends.
         self.commits = commits
         self.pending: list[tuple[str, tuple[str, int], float]] = []
+        # (position, arrival) of each change, per topic.
+        self.arrivals: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.delays: dict[str, list[float]] = defaultdict(list)
         self.versions: dict[str, int] = {}
         self.problems: list[str] = []
@@ -109,19 +162,42 @@ class Watcher:
                 event = frame["event"]
                 key = (event["stream_id"], event["stream_version"])
                 self.pending.append((topic, key, now))
+                self.arrivals[topic].append((frame["position"], now))
                 continue
             recorded = recorded_at(frame)
             if recorded >= self.measure_from:
                 self.delays[topic].append(now - recorded)
 
     def match_commits(self) -> None:
-        """Delays from each event's commit, once every commit is noted."""
+        """Delays from each event's commit, once every commit is noted.
+
+        A change of the dashboard carries the last event of the worker's
+        batch; every event of that batch (the positions since the previous
+        change) reached the watcher with it, so each counts from its own
+        commit to that arrival.
+        """
+        if COMMITS_BY_POSITION:
+            self.delays[ASYNC_TOPIC] = self._batch_delays(ASYNC_TOPIC)
         for topic, key, arrived in self.pending:
+            if topic == ASYNC_TOPIC and COMMITS_BY_POSITION:
+                continue
             committed = self.commits.get(key)
             if committed is None:
                 self.problems.append(f"change of {key} without a noted commit")
             elif committed >= self.measure_from:
                 self.delays[topic].append(arrived - committed)
+
+    def _batch_delays(self, topic: str) -> list[float]:
+        positions = sorted(COMMITS_BY_POSITION)
+        delays = []
+        index = 0
+        for position, arrived in self.arrivals[topic]:
+            while index < len(positions) and positions[index] <= position:
+                committed = COMMITS_BY_POSITION[positions[index]]
+                if committed >= self.measure_from:
+                    delays.append(arrived - committed)
+                index += 1
+        return delays
 
 
 async def send_at_rate(
@@ -145,8 +221,13 @@ async def send_at_rate(
     return sum(statuses.values()), statuses
 
 
-def note_commit(commits: dict[tuple[str, int], float], key: tuple[str, int]) -> None:
-    commits[key] = time.time()
+def note_commit(
+    commits: dict[tuple[str, int], float],
+    key: tuple[str, int],
+    positions: dict[int, float],
+    position: list[int],
+) -> None:
+    commits[key] = positions[position[0]] = time.time()
 
 
 def append_at_rate(
@@ -197,21 +278,30 @@ def _append_share(
         if event_type == "OrderPlaced":
             data = {**data, "customer_id": CUSTOMER}
         key = (plan.order_id, index + 1)
+        position: list[int] = []
         with transaction.atomic():
             # Registered first, so it runs first after the commit, before
             # the inline projection's changes are sent.
-            transaction.on_commit(lambda key=key: note_commit(commits, key))
-            append_to_stream(
+            transaction.on_commit(
+                lambda key=key, position=position: note_commit(
+                    commits, key, COMMITS_BY_POSITION, position
+                )
+            )
+            recorded = append_to_stream(
                 plan.order_id, ORDER_STREAM_TYPE, index, [NewEvent(event_type, data)]
             )
+            position.append(recorded[0].position)
     connection.close()
 
 
 async def measure(server: BenchServer, staff: str, customer: str, args) -> dict:
     headers = {"Authorization": f"Token {staff}"}
     commits: dict[tuple[str, int], float] | None = None
+    listener = None
     if args.via == "append":
         commits = {}
+        if args.inline == "off":
+            listener = NotifyListener(server.env["DATABASE_URL"])
     async with connect(f"{server.ws_url}/ws/v1/", additional_headers=headers) as ws:
         watcher = Watcher(ws, time.time() + WARM_UP_SECS, commits)
         await watcher.subscribe(ASYNC_TOPIC)
@@ -239,6 +329,14 @@ async def measure(server: BenchServer, staff: str, customer: str, args) -> dict:
         reader.cancel()
     if commits is not None:
         watcher.match_commits()
+    if listener is not None:
+        listener.stop()
+        if len(listener.arrivals) != len(COMMITS_BY_POSITION):
+            watcher.problems.append(
+                f"{len(listener.arrivals)} notifications for "
+                f"{len(COMMITS_BY_POSITION)} commits"
+            )
+        watcher.delays[NOTIFY_BASELINE] = listener.delays(watcher.measure_from)
 
     return {
         "watcher": watcher,
@@ -274,6 +372,12 @@ def main() -> None:
         default=4,
         help="appending threads sharing the rate (--via append)",
     )
+    parser.add_argument(
+        "--inline",
+        choices=("on", "off"),
+        default="off",
+        help="run the inline orders projection in the writers (--via append)",
+    )
     production = bool(os.environ.get("DATABASE_URL"))
     parser.add_argument(
         "--via", choices=("append", "http"), default="append" if production else "http"
@@ -287,8 +391,14 @@ def main() -> None:
         customer = server.create_token("bench-shopper", "--customer", CUSTOMER)
         if args.via == "append":
             set_up_django(server.env)
+            if args.inline == "off":
+                from events import store
+
+                store._append_hooks.clear()
+        inline = "with" if args.inline == "on" else "without"
         load = (
-            f"direct appends from {args.writers} threads, one event per commit"
+            f"direct appends from {args.writers} threads, one event per commit, "
+            f"{inline} the inline projection"
             if args.via == "append"
             else f"HTTP commands from {SHOPPERS} clients"
         )
@@ -303,10 +413,12 @@ def main() -> None:
 
     watcher = result["watcher"]
     rows = []
-    for name, topic in (
-        ("async: dashboard (worker)", ASYNC_TOPIC),
-        ("baseline: inline customers/{id}/orders", INLINE_TOPIC),
-    ):
+    baseline = (
+        (NOTIFY_BASELINE, NOTIFY_BASELINE)
+        if args.via == "append" and args.inline == "off"
+        else ("baseline: inline customers/{id}/orders", INLINE_TOPIC)
+    )
+    for name, topic in (("async: dashboard (worker)", ASYNC_TOPIC), baseline):
         delays = watcher.delays[topic]
         figures = summarize(delays) if delays else dict.fromkeys(range(4), 0.0)
         rows.append([name, len(delays), *figures.values()])

@@ -70,9 +70,9 @@ def projection_named(name: str) -> Projection:
 def project_inline(events: list[RecordedEvent]) -> None:
     """Apply freshly appended events to every inline projection, in the
     append's transaction."""
-    publisher = OutboxPublisher()
-    for projection in INLINE_PROJECTIONS:
-        projection.apply_batch(events, publisher)
+    with OutboxPublisher() as publisher:
+        for projection in INLINE_PROJECTIONS:
+            projection.apply_batch(events, publisher)
 
 
 def replay(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -118,6 +118,9 @@ class Publisher(Protocol):
     # projection may then skip building their data.
     sends: bool
 
+    def lock_topics(self, topics: Iterable[str]) -> None:
+        """Read the versions of ``topics`` up front, in one query."""
+
     def next_version(self, topic: str) -> int: ...
 
     def publish(
@@ -134,21 +137,47 @@ class Publisher(Protocol):
 class OutboxPublisher:
     """Writes changes to the outbox inside the current transaction.
 
-    Use one publisher per transaction: it remembers the versions it gave,
-    and announces all of its changes at once when the transaction commits.
+    Use one per transaction, as a context manager around the projection's
+    work: ``publish`` collects the changes, and leaving the block writes
+    them, with their topics' new versions, in one statement each. When the
+    transaction commits, all of its changes are announced at once.
     """
 
     sends = True
 
     def __init__(self) -> None:
-        self.versions: dict[str, int | None] = {}
+        # Versions of the topics read so far; a topic with no row is absent.
+        self.versions: dict[str, int] = {}
+        self.read: set[str] = set()
+        self.pending: list[Change] = []
         self.committed: list[CommittedChange] = []
 
+    def __enter__(self) -> OutboxPublisher:
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        if exc_type is None:
+            self.flush()
+
+    def lock_topics(self, topics: Iterable[str]) -> None:
+        """Read and lock the rows of ``topics`` in one query. Rows are
+        locked in name order, so two transactions never wait crosswise."""
+        wanted = sorted(set(topics) - self.read)
+        if not wanted:
+            return
+        rows = (
+            Topic.objects.select_for_update()
+            .filter(name__in=wanted)
+            .order_by("name")
+            .values_list("name", "version")
+        )
+        self.versions.update(rows)
+        self.read.update(wanted)
+
     def next_version(self, topic: str) -> int:
-        if topic not in self.versions:
-            row = Topic.objects.select_for_update().filter(name=topic).first()
-            self.versions[topic] = row.version if row else None
-        return (self.versions[topic] or 0) + 1
+        if topic not in self.read:
+            self.lock_topics([topic])
+        return self.versions.get(topic, 0) + 1
 
     def publish(
         self,
@@ -171,18 +200,31 @@ class OutboxPublisher:
                 "event": event.summary(),
             }
         )
-        if self.versions.get(topic) is None:
-            Topic.objects.create(name=topic, version=version)
-        else:
-            Topic.objects.filter(name=topic).update(version=version)
         self.versions[topic] = version
-        change = Change.objects.create(
+        change = Change(
             topic=topic, version=version, position=event.position, message=message
         )
+        self.pending.append(change)
+
+    def flush(self) -> None:
+        """Write the collected changes and their topics' versions."""
+        if not self.pending:
+            return
+        touched = sorted({change.topic for change in self.pending})
+        Topic.objects.bulk_create(
+            [Topic(name=topic, version=self.versions[topic]) for topic in touched],
+            update_conflicts=True,
+            unique_fields=["name"],
+            update_fields=["version"],
+        )
+        changes = Change.objects.bulk_create(self.pending)
+        self.pending = []
 
         if not self.committed:
             transaction.on_commit(lambda: _announce(self.committed))
-        self.committed.append(CommittedChange(change.id, topic, version, message))
+        self.committed.extend(
+            CommittedChange(c.id, c.topic, c.version, c.message) for c in changes
+        )
 
 
 class CountingPublisher:
@@ -196,6 +238,9 @@ class CountingPublisher:
 
     def __init__(self) -> None:
         self.versions: dict[str, int] = {}
+
+    def lock_topics(self, topics: Iterable[str]) -> None:
+        pass
 
     def next_version(self, topic: str) -> int:
         return self.versions.get(topic, 0) + 1

@@ -269,7 +269,8 @@ class ProjectionWorker:
                 row = Checkpoint.objects.select_for_update().get(name=projection.name)
                 if row.owner != self.owner or row.position != expected:
                     raise LeaseLost(projection.name)
-                projection.apply_batch(events, OutboxPublisher())
+                with OutboxPublisher() as publisher:
+                    projection.apply_batch(events, publisher)
                 row.position = events[-1].position
                 row.lease_until = timezone.now() + timedelta(seconds=self.lease_secs)
                 row.save(update_fields=["position", "lease_until", "updated_at"])

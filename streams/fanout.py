@@ -193,6 +193,9 @@ class TopicHub:
             kind = message.get("type")
             if kind == "change.message":
                 self.deliver(message["topic"], message["version"], message["message"])
+            elif kind == "changes.message":
+                for version, text in message["changes"]:
+                    self.deliver(message["topic"], version, text)
             elif kind == "topic.reset":
                 reset = ResetMessage(message["message"])
                 self.deliver(message["topic"], message["version"], reset)

@@ -39,22 +39,41 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
+# A busy topic's changes go to its group in messages of up to this many:
+# one layer round trip for each, not one for each change.
+CHANGES_PER_MESSAGE = 100
 _relay: Relay | None = None
 
 
 async def send_changes(changes: list[CommittedChange]) -> None:
+    """Send changes to their topics' groups: one group message per topic
+    for up to ``CHANGES_PER_MESSAGE`` of its changes, in version order."""
     layer = get_channel_layer()
+    by_topic: dict[str, list[CommittedChange]] = {}
     for change in changes:
-        await layer.group_send(
-            group_name(change.topic),
-            {
-                "type": "change.message",
-                "topic": change.topic,
-                "version": change.version,
-                "message": change.message,
-            },
-        )
+        by_topic.setdefault(change.topic, []).append(change)
+
+    for topic, topic_changes in by_topic.items():
+        for start in range(0, len(topic_changes), CHANGES_PER_MESSAGE):
+            chunk = topic_changes[start : start + CHANGES_PER_MESSAGE]
+            await layer.group_send(group_name(topic), _group_message(topic, chunk))
     metrics.CHANGES_SENT.inc(len(changes))
+
+
+def _group_message(topic: str, changes: list[CommittedChange]) -> dict:
+    if len(changes) == 1:
+        change = changes[0]
+        return {
+            "type": "change.message",
+            "topic": topic,
+            "version": change.version,
+            "message": change.message,
+        }
+    return {
+        "type": "changes.message",
+        "topic": topic,
+        "changes": [[change.version, change.message] for change in changes],
+    }
 
 
 async def send_resets(versions: dict[str, int], reason: str) -> None:

@@ -9,11 +9,33 @@ from typing import Any
 import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import CustomerAccount
 from streams import relay
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database, which can be dropped at the end.
+
+    An async test runs database calls in its event loop's executor
+    threads; when the loop ends, a connection such a thread opened may
+    stay open until it is garbage collected, and PostgreSQL refuses to drop
+    a database that has sessions. They are closed here first.
+    """
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid()"
+                )
+        connection.close()
 
 
 @pytest.fixture(autouse=True)

@@ -78,9 +78,30 @@ class OrdersFold:
 
     def apply_batch(self, events: list[RecordedEvent]) -> None:
         events = [e for e in events if e.stream_type == ORDER_STREAM_TYPE]
-        self.orders.preload(e.stream_id for e in events if e.type != "OrderPlaced")
+        if self.orders.live:
+            self._preload(events)
         for event in events:
             self.apply(event)
+
+    def _preload(self, events: list[RecordedEvent]) -> None:
+        """Read the rows and lock the topics that ``events`` touch, one
+        query for each kind."""
+        self.orders.preload(e.stream_id for e in events if e.type != "OrderPlaced")
+        customer_of = {
+            e.stream_id: e.data["customer_id"]
+            for e in events
+            if e.type == "OrderPlaced"
+        }
+        for event in events:
+            row = self.orders.rows.get(event.stream_id)
+            if row is not None:
+                customer_of.setdefault(event.stream_id, row.customer_id)
+        customers = set(customer_of.values())
+        self.customers.preload(customers)
+        self.publisher.lock_topics(
+            [order_topic(order_id) for order_id in customer_of]
+            + [customer_orders_topic(customer) for customer in customers]
+        )
 
     def apply(self, event: RecordedEvent) -> None:
         row, order = self._order(event)

@@ -58,8 +58,19 @@ class RowCache:
         return rows
 
     def save_changed(self) -> None:
-        """Write the changed rows to the live table."""
-        for key, row in self.changed.items():
-            row.save(force_insert=key in self.created)
+        """Write the changed rows to the live table: one upsert for new and
+        changed rows alike."""
+        if self.changed:
+            meta = self.model._meta
+            self.model.objects.bulk_create(
+                list(self.changed.values()),
+                update_conflicts=True,
+                unique_fields=[meta.pk.name],
+                update_fields=[
+                    field.name
+                    for field in meta.concrete_fields
+                    if not field.primary_key
+                ],
+            )
         self.changed.clear()
         self.created.clear()
