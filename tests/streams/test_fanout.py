@@ -4,8 +4,11 @@ the process's subscribers, and a bounded queue per subscriber."""
 from __future__ import annotations
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from readmodels.projections.event_feed import EventFeedProjection
+from readmodels.worker import ProjectionWorker
 from streams.fanout import topic_hub
 from streams.live import TopicFollower
 from streams.watch import group_name
@@ -69,3 +72,34 @@ async def test_a_follower_too_far_behind_is_told_so_and_gets_nothing_more(
     assert len(deliveries) == 1
     assert deliveries[0].behind
     assert deliveries[0].version == 0
+
+
+async def test_a_batch_of_changes_sent_in_one_group_message_arrives_in_order(
+    alice, staff, monkeypatch
+):
+    """The worker applies two events in one batch; the relay sends the
+    feed's two changes as one group message, and a watcher gets both."""
+    _, alice_token = alice
+    _, staff_token = staff
+    layer = get_channel_layer()
+    sent_types: list[str] = []
+    group_send = layer.group_send
+
+    async def noting_group_send(group: str, message: dict) -> None:
+        if group == group_name("events"):
+            sent_types.append(message["type"])
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", noting_group_send)
+    ws = await connect("/ws/v1/", staff_token)
+    await subscribe(ws, "events")
+
+    await place(alice_token)
+    await place(alice_token)
+    await database_sync_to_async(ProjectionWorker([EventFeedProjection()]).step)()
+    received = [await receive(ws) for _ in range(2)]
+    await ws.disconnect()
+
+    assert [frame["version"] for frame in received] == [1, 2]
+    assert [frame["event"]["type"] for frame in received] == ["OrderPlaced"] * 2
+    assert sent_types == ["changes.message"]
