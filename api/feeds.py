@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -21,6 +22,13 @@ from readmodels.serializers import API_ROOT, watch_links
 from readmodels.topics import current_version
 
 from .conditional import etag, if_none_match
+from .openapi import (
+    AUTH_ERRORS,
+    DashboardSerializer,
+    EventFeedSerializer,
+    error_response,
+    read_schema,
+)
 
 MAX_FEED_LIMIT = 1000
 
@@ -30,6 +38,7 @@ class DashboardView(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @read_schema(DashboardSerializer)
     def get(self, request: Request) -> Response | HttpResponse:
         dashboard = Dashboard.objects.filter(id=1).first() or Dashboard(id=1)
         if if_none_match(request, dashboard.version):
@@ -53,6 +62,15 @@ class EventFeedView(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(
+        parameters=[EventFeedQuery],
+        responses={
+            200: EventFeedSerializer,
+            400: error_response("A query parameter is not valid."),
+            **AUTH_ERRORS,
+            403: error_response("Staff only."),
+        },
+    )
     def get(self, request: Request) -> Response:
         query = EventFeedQuery(data=request.query_params)
         query.is_valid(raise_exception=True)

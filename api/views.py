@@ -34,6 +34,7 @@ from readmodels.serializers import (
 )
 
 from .conditional import etag, expected_version, if_none_match
+from .openapi import command_schema, read_schema
 from .serializers import (
     CancelSerializer,
     ItemSerializer,
@@ -147,6 +148,7 @@ class OrdersView(OrderCommandView, generics.ListAPIView):
             raise PermissionDenied("you may list only your own orders")
         return queryset.filter(customer_id=access.customer_id or "")
 
+    @command_schema(PlaceOrderSerializer, created=True)
     def post(self, request: Request) -> Response:
         data = _valid(PlaceOrderSerializer, request)
         access = Access(request.user)
@@ -171,6 +173,7 @@ class OrdersView(OrderCommandView, generics.ListAPIView):
 class OrderDetailView(APIView):
     """One order. ``ETag`` is its version; ``If-None-Match`` gives 304."""
 
+    @read_schema(OrderViewSerializer)
     def get(self, request: Request, order_id: str) -> Response | HttpResponse:
         row = OrderView.objects.filter(order_id=order_id).first()
         if row is None:
@@ -183,6 +186,7 @@ class OrderDetailView(APIView):
 
 
 class AddItemView(OrderCommandView):
+    @command_schema(ItemSerializer)
     def post(self, request: Request, order_id: str) -> Response:
         item = _valid(ItemSerializer, request)
         return self.run(
@@ -195,6 +199,7 @@ class AddItemView(OrderCommandView):
 
 
 class RemoveItemView(OrderCommandView):
+    @command_schema(None)
     def delete(self, request: Request, order_id: str, sku: str) -> Response:
         return self.run(
             request, order_id, lambda order: orders.decide_remove_item(order, sku)
@@ -202,6 +207,7 @@ class RemoveItemView(OrderCommandView):
 
 
 class PayView(OrderCommandView):
+    @command_schema(PaySerializer)
     def post(self, request: Request, order_id: str) -> Response:
         payment = _valid(PaySerializer, request)
         return self.run(
@@ -214,11 +220,13 @@ class PayView(OrderCommandView):
 
 
 class ShipView(OrderCommandView):
+    @command_schema(None)
     def post(self, request: Request, order_id: str) -> Response:
         return self.run(request, order_id, orders.decide_ship)
 
 
 class CancelView(OrderCommandView):
+    @command_schema(CancelSerializer)
     def post(self, request: Request, order_id: str) -> Response:
         reason = _valid(CancelSerializer, request)["reason"]
         return self.run(

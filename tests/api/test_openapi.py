@@ -74,3 +74,62 @@ def test_the_watch_routes_document_their_parameters_and_messages(alice_client):
         "version_ahead",
         "rebuilt",
     }
+
+
+COMMANDS = {
+    ("/api/v1/orders/", "post"): "PlaceOrder",
+    ("/api/v1/orders/{order_id}/items", "post"): "Item",
+    ("/api/v1/orders/{order_id}/items/{sku}", "delete"): None,
+    ("/api/v1/orders/{order_id}/pay", "post"): "Pay",
+    ("/api/v1/orders/{order_id}/ship", "post"): None,
+    ("/api/v1/orders/{order_id}/cancel", "post"): "Cancel",
+}
+
+
+def schema_name(content: dict) -> str:
+    return content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+
+
+def test_commands_document_their_body_answer_headers_and_errors(alice_client):
+    document = openapi(alice_client)
+
+    # The routes take an optional trailing slash; the document shows one.
+    paths = {path.rstrip("/"): item for path, item in document["paths"].items()}
+    for (path, method), body in COMMANDS.items():
+        operation = paths[path.rstrip("/")][method]
+        if body is None:
+            assert "requestBody" not in operation, path
+        else:
+            assert schema_name(operation["requestBody"]["content"]) == body, path
+        ok = "201" if method == "post" and path == "/api/v1/orders/" else "200"
+        assert schema_name(operation["responses"][ok]["content"]) == "OrderView"
+        for code in ("400", "401", "403", "404", "409", "412", "422"):
+            error = operation["responses"][code]["content"]
+            assert schema_name(error) == "Error", (path, code)
+        headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert {"If-Match", "Idempotency-Key"} <= headers, path
+
+    schemas = document["components"]["schemas"]
+    error = schemas["ErrorBody"]
+    assert set(error["properties"]) == {"code", "message", "details"}
+    codes = schemas[error["properties"]["code"]["$ref"].rsplit("/", 1)[-1]]
+    assert {"rule_violation", "version_conflict"} <= set(codes["enum"])
+
+
+def test_every_rest_operation_documents_what_it_answers(alice_client):
+    document = openapi(alice_client)
+
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters" or path.endswith("/watch") or "/ws/" in path:
+                continue
+            answers = [
+                answer
+                for code, answer in operation["responses"].items()
+                if code.startswith("2")
+            ]
+            assert answers, (path, method)
+            assert all(
+                "content" in answer or "No response body" in answer["description"]
+                for answer in answers
+            ), (path, method)
