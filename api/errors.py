@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -84,6 +86,24 @@ def not_found_view(
 ) -> JsonResponse:
     return JsonResponse(
         error_body("not_found", f"no resource at {request.path}"), status=404
+    )
+
+
+def bad_request_view(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
+    """Requests that Django refuses before any view runs: a body above
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413), or another suspicious one."""
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = error_body(
+            "payload_too_large",
+            f"the request body is larger than {limit} bytes",
+            {"max_bytes": limit},
+        )
+        return JsonResponse(body, status=413)
+    return JsonResponse(
+        error_body("validation_error", "the request cannot be served"), status=400
     )
 
 

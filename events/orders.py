@@ -8,7 +8,8 @@ Rules:
 - an order is placed with at least one item; quantities are positive whole
   numbers, prices are decimal amounts of at most two places, not negative;
 - items change only while the order is unpaid and not cancelled;
-- an order's total stays within ``MAX_TOTAL``;
+- an order's total stays within ``MAX_TOTAL``, and it holds at most
+  ``MAX_ITEMS`` distinct items;
 - payment is for exactly the order's total, once;
 - only a paid order ships; a shipped or cancelled order cannot be cancelled.
 """
@@ -41,6 +42,10 @@ CENT = Decimal("0.01")
 # Read models keep amounts in 14 digits, two after the point; a larger
 # total could be appended but not projected.
 MAX_TOTAL = Decimal("999999999999.99")
+# Distinct items in one order. Keeps every representation of an order,
+# and so every change message about it, far below the 1 MiB that
+# WebSocket clients and servers accept in one frame.
+MAX_ITEMS = 500
 
 PLACED = "placed"
 PAID = "paid"
@@ -188,6 +193,13 @@ def _check_total(total: Decimal) -> None:
         )
 
 
+def _check_item_count(count: int) -> None:
+    if count > MAX_ITEMS:
+        raise RuleViolation(
+            "too_many_items", f"an order holds at most {MAX_ITEMS} distinct items"
+        )
+
+
 def _require_open_for_items(order: Order) -> None:
     _require_exists(order)
     if order.status == SHIPPED:
@@ -218,6 +230,7 @@ def decide_place(
     skus = [item["sku"] for item in checked]
     if len(set(skus)) != len(skus):
         raise RuleViolation("sku_repeated", "each sku may appear once per order")
+    _check_item_count(len(skus))
     _check_total(sum((quantity * price for _, quantity, price in items), Decimal(0)))
     data = {"order_id": order.order_id, "customer_id": customer_id, "items": checked}
     return [NewEvent("OrderPlaced", data)]
@@ -235,6 +248,8 @@ def decide_add_item(
             f"{sku} is in the order at {money(before.unit_price)}; "
             "remove it first to change its price",
         )
+    if sku not in order.items:
+        _check_item_count(len(order.items) + 1)
     _check_total(order.total + quantity * unit_price)
     return [NewEvent("ItemAdded", item)]
 

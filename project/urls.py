@@ -41,5 +41,6 @@ urlpatterns = [
     path("watch/", WatchPageView.as_view()),
 ]
 
+handler400 = "api.errors.bad_request_view"
 handler404 = "api.errors.not_found_view"
 handler500 = "api.errors.server_error_view"

@@ -349,6 +349,10 @@ class MultiplexWatchConsumer(BaseWatchConsumer):
         kind = frame.get("type")
         topic, ref = frame.get("topic"), frame.get("ref")
         try:
+            if kind in ("subscribe", "unsubscribe") and not isinstance(topic, str):
+                raise WatchRefused(
+                    "invalid_frame", f"a {kind} frame needs a topic string"
+                )
             if kind == "subscribe":
                 most = conf.get("MAX_SUBSCRIPTIONS")
                 if len(self.subscriptions) >= most:

@@ -342,12 +342,18 @@ async def test_bad_frames_get_errors_and_leave_other_subscriptions_working(alice
     unknown = await receive(ws)
     await ws.send_to(text_data="x" * (64 * 1024 + 1))
     too_large = await receive(ws)
+    await ws.send_json_to({"type": "subscribe", "ref": 7})
+    no_topic = await receive(ws)
+    await ws.send_json_to({"type": "unsubscribe", "topic": 5})
+    number_topic = await receive(ws)
     await add_item(token, order["id"], "still-here")
     change = await receive(ws)
 
     assert not_json["code"] == "invalid_frame"
     assert unknown["code"] == "unknown_type"
     assert too_large["code"] == "frame_too_large"
+    assert (no_topic["code"], no_topic["ref"]) == ("invalid_frame", 7)
+    assert number_topic["code"] == "invalid_frame"
     assert change["version"] == 2
     await ws.disconnect()
 
