@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
 from . import conf
 from .errors import (
@@ -28,7 +28,7 @@ from .models import CommandRecord
 from .orders import ORDER_STREAM_TYPE, Order
 from .records import CommandMetadata, NewEvent, RecordedEvent
 from .snapshots import load_snapshot, save_snapshot_if_due
-from .store import append_to_stream, read_stream
+from .store import append_to_stream, read_stream, write_transaction
 
 __all__ = [
     "CommandOutcome",
@@ -151,7 +151,7 @@ def _execute_once(
     must_exist: bool,
     idempotency: IdempotencyClaim | None,
 ) -> CommandOutcome:
-    with transaction.atomic():
+    with write_transaction():
         order = load_order(order_id)
         if must_exist and not order.exists:
             raise StreamNotFound(order_id)

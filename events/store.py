@@ -29,8 +29,10 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import IntegrityError, NotSupportedError, connection, transaction
@@ -80,6 +82,46 @@ AppendHook = Callable[[list[RecordedEvent]], None]
 _Row = tuple[uuid.UUID, NewEvent, dict[str, Any]]
 _append_hooks: list[AppendHook] = []
 _commit_listeners: list[Callable[[], None]] = []
+
+# SQLite has one writer at a time, and a connection that finds it busy
+# polls, sleeping up to 100 ms between tries: under concurrent commands an
+# unlucky one waited over a second. Writers of one process queue on this
+# lock instead and find SQLite free when their turn comes.
+_sqlite_writers = threading.Lock()
+
+
+@contextmanager
+def write_transaction() -> Iterator[None]:
+    """``transaction.atomic()`` for a transaction that will append or
+    project; on SQLite, this process's writers first take turns.
+
+    The turn ends with the commit, before the commit hooks (which may send
+    changes) run. Inside a transaction already open, this is a savepoint,
+    as ``atomic`` is, and takes no turn.
+    """
+    db = transaction.get_connection()
+    if db.vendor != "sqlite" or db.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+
+    _sqlite_writers.acquire()
+    held = [True]
+
+    def end_turn() -> None:
+        if held[0]:
+            held[0] = False
+            _sqlite_writers.release()
+
+    try:
+        with transaction.atomic():
+            # The first hook after the commit: the next writer goes on
+            # while this one's hooks run.
+            transaction.on_commit(end_turn)
+            yield
+    finally:
+        end_turn()
+
 
 _FIELDS = (
     "event_id",

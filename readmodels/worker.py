@@ -35,11 +35,16 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from events.records import RecordedEvent
-from events.store import APPEND_NOTIFY_CHANNEL, on_append_committed, read_all
+from events.store import (
+    APPEND_NOTIFY_CHANNEL,
+    on_append_committed,
+    read_all,
+    write_transaction,
+)
 
 from . import conf
 from .models import Checkpoint
@@ -196,7 +201,7 @@ class ProjectionWorker:
         """Take or renew the lease on a projection."""
         started = time.monotonic()
         now = timezone.now()
-        with transaction.atomic():
+        with write_transaction():
             row, _ = Checkpoint.objects.select_for_update().get_or_create(name=name)
             held_by_other = row.owner not in ("", self.owner)
             if held_by_other and row.lease_until and row.lease_until > now:
@@ -265,7 +270,7 @@ class ProjectionWorker:
         transaction, which also renews the lease."""
         started = time.monotonic()
         try:
-            with transaction.atomic():
+            with write_transaction():
                 row = Checkpoint.objects.select_for_update().get(name=projection.name)
                 if row.owner != self.owner or row.position != expected:
                     raise LeaseLost(projection.name)

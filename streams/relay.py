@@ -20,6 +20,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from events.store import write_transaction
 from readmodels.models import Change
 from readmodels.topics import CommittedChange
 
@@ -92,9 +93,10 @@ async def send_resets(versions: dict[str, int], reason: str) -> None:
 
 
 def mark_sent(ids: list[int]) -> None:
-    Change.objects.filter(id__in=ids, sent_at__isnull=True).update(
-        sent_at=timezone.now()
-    )
+    with write_transaction():
+        Change.objects.filter(id__in=ids, sent_at__isnull=True).update(
+            sent_at=timezone.now()
+        )
 
 
 def unsent_changes(older_than_secs: float, limit: int) -> list[CommittedChange]:

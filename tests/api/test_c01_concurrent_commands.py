@@ -146,3 +146,46 @@ def test_c01_after_the_races_a_command_at_the_current_version_succeeds(
 
 def _quantity(order: dict, sku: str) -> int:
     return next(i["quantity"] for i in order["items"] if i["sku"] == sku)
+
+
+def test_commands_of_one_process_take_turns_instead_of_polling_sqlite(
+    alice, monkeypatch
+):
+    """With SQLite's busy timeout at zero, a command that found the
+    database locked would fail at once: every command still succeeds,
+    because this process's writers queue on a lock of their own. (On
+    PostgreSQL there is no such polling; the commands simply all pass.)"""
+    from django.db import connections
+
+    _, token = alice
+    monkeypatch.setitem(connections.settings["default"]["OPTIONS"], "timeout", 0)
+    orders = [place_order(client_for(token)) for _ in range(CONCURRENT_COMMANDS)]
+    barrier = threading.Barrier(CONCURRENT_COMMANDS)
+    statuses: list[int | Exception] = [0] * CONCURRENT_COMMANDS
+
+    def pay(index: int) -> None:
+        order = orders[index]
+        try:
+            client = client_for(token)
+            barrier.wait(timeout=30)
+            response = client.post(
+                f"/api/v1/orders/{order['id']}/pay",
+                {"amount": order["total"]},
+                format="json",
+            )
+            statuses[index] = response.status_code
+        except Exception as exc:
+            statuses[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=pay, args=(i,)) for i in range(len(orders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert statuses == [200] * CONCURRENT_COMMANDS
+    assert Counter(OrderView.objects.values_list("status", flat=True)) == {
+        "paid": CONCURRENT_COMMANDS
+    }
