@@ -70,7 +70,7 @@ COMMAND_HEADERS = [
 
 AUTH_ERRORS = {401: error_response("No or bad credentials.")}
 READ_ERRORS = {
-    401: error_response("No or bad credentials."),
+    **AUTH_ERRORS,
     403: error_response("You may not read or change this resource."),
     404: error_response("No such order."),
 }

@@ -71,8 +71,6 @@ SHOPPERS = 16
 WARM_UP_SECS = 2.0
 DRAIN_SECS = 3.0
 NOTIFY_BASELINE = "baseline: store NOTIFY at a LISTEN connection"
-# Commit times by position, noted by the appending threads.
-COMMITS_BY_POSITION: dict[int, float] = {}
 
 
 class NotifyListener:
@@ -101,12 +99,12 @@ class NotifyListener:
         self.thread.join()
         self.connection.close()
 
-    def delays(self, measure_from: float) -> list[float]:
+    def delays(self, commits: dict[int, float], measure_from: float) -> list[float]:
         """The n-th notification against the n-th position's commit."""
-        commits = [COMMITS_BY_POSITION[p] for p in sorted(COMMITS_BY_POSITION)]
+        in_order = [commits[position] for position in sorted(commits)]
         return [
             arrived - committed
-            for committed, arrived in zip(commits, self.arrivals, strict=False)
+            for committed, arrived in zip(in_order, self.arrivals, strict=False)
             if committed >= measure_from
         ]
 
@@ -124,13 +122,12 @@ class Watcher:
         self,
         ws: ClientConnection,
         measure_from: float,
-        commits: dict[tuple[str, int], float] | None = None,
+        commits: dict[int, float] | None = None,
     ) -> None:
         self.ws = ws
         self.measure_from = measure_from
-        # Commit times by (stream, version), when this process appends.
+        # Commit times by position, when this process appends.
         self.commits = commits
-        self.pending: list[tuple[str, tuple[str, int], float]] = []
         # (position, arrival) of each change, per topic.
         self.arrivals: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.delays: dict[str, list[float]] = defaultdict(list)
@@ -159,9 +156,6 @@ class Watcher:
                 )
             self.versions[topic] = frame["version"]
             if self.commits is not None:
-                event = frame["event"]
-                key = (event["stream_id"], event["stream_version"])
-                self.pending.append((topic, key, now))
                 self.arrivals[topic].append((frame["position"], now))
                 continue
             recorded = recorded_at(frame)
@@ -171,33 +165,22 @@ class Watcher:
     def match_commits(self) -> None:
         """Delays from each event's commit, once every commit is noted.
 
-        A change of the dashboard carries the last event of the worker's
-        batch; every event of that batch (the positions since the previous
-        change) reached the watcher with it, so each counts from its own
-        commit to that arrival.
+        A change carries the last event it includes: an inline change its
+        own event, a dashboard change the last of the worker's batch. Every
+        event since the topic's previous change reached the watcher with
+        it, so each counts from its own commit to that arrival.
         """
-        if COMMITS_BY_POSITION:
-            self.delays[ASYNC_TOPIC] = self._batch_delays(ASYNC_TOPIC)
-        for topic, key, arrived in self.pending:
-            if topic == ASYNC_TOPIC and COMMITS_BY_POSITION:
-                continue
-            committed = self.commits.get(key)
-            if committed is None:
-                self.problems.append(f"change of {key} without a noted commit")
-            elif committed >= self.measure_from:
-                self.delays[topic].append(arrived - committed)
-
-    def _batch_delays(self, topic: str) -> list[float]:
-        positions = sorted(COMMITS_BY_POSITION)
-        delays = []
-        index = 0
-        for position, arrived in self.arrivals[topic]:
-            while index < len(positions) and positions[index] <= position:
-                committed = COMMITS_BY_POSITION[positions[index]]
-                if committed >= self.measure_from:
-                    delays.append(arrived - committed)
-                index += 1
-        return delays
+        positions = sorted(self.commits)
+        for topic, arrivals in self.arrivals.items():
+            index = 0
+            for position, arrived in arrivals:
+                if position not in self.commits:
+                    self.problems.append(f"change at {position} without a commit")
+                while index < len(positions) and positions[index] <= position:
+                    committed = self.commits[positions[index]]
+                    if committed >= self.measure_from:
+                        self.delays[topic].append(arrived - committed)
+                    index += 1
 
 
 async def send_at_rate(
@@ -221,19 +204,10 @@ async def send_at_rate(
     return sum(statuses.values()), statuses
 
 
-def note_commit(
-    commits: dict[tuple[str, int], float],
-    key: tuple[str, int],
-    positions: dict[int, float],
-    position: list[int],
-) -> None:
-    commits[key] = positions[position[0]] = time.time()
-
-
 def append_at_rate(
     rate: float,
     seconds: float,
-    commits: dict[tuple[str, int], float],
+    commits: dict[int, float],
     writers: int = 1,
 ) -> tuple[int, Counter]:
     """Append order events of customer ``CUSTOMER`` at ``rate`` per second
@@ -259,7 +233,7 @@ def append_at_rate(
 
 
 def _append_share(
-    writer: int, rate: float, seconds: float, commits: dict[tuple[str, int], float]
+    writer: int, rate: float, seconds: float, commits: dict[int, float]
 ) -> None:
     from django.db import connection, transaction
 
@@ -277,16 +251,15 @@ def _append_share(
         event_type, data = plan.events[index]
         if event_type == "OrderPlaced":
             data = {**data, "customer_id": CUSTOMER}
-        key = (plan.order_id, index + 1)
         position: list[int] = []
+
+        def note_commit(position: list[int] = position) -> None:
+            commits[position[0]] = time.time()
+
         with transaction.atomic():
             # Registered first, so it runs first after the commit, before
             # the inline projection's changes are sent.
-            transaction.on_commit(
-                lambda key=key, position=position: note_commit(
-                    commits, key, COMMITS_BY_POSITION, position
-                )
-            )
+            transaction.on_commit(note_commit)
             recorded = append_to_stream(
                 plan.order_id, ORDER_STREAM_TYPE, index, [NewEvent(event_type, data)]
             )
@@ -296,7 +269,7 @@ def _append_share(
 
 async def measure(server: BenchServer, staff: str, customer: str, args) -> dict:
     headers = {"Authorization": f"Token {staff}"}
-    commits: dict[tuple[str, int], float] | None = None
+    commits: dict[int, float] | None = None
     listener = None
     if args.via == "append":
         commits = {}
@@ -331,12 +304,11 @@ async def measure(server: BenchServer, staff: str, customer: str, args) -> dict:
         watcher.match_commits()
     if listener is not None:
         listener.stop()
-        if len(listener.arrivals) != len(COMMITS_BY_POSITION):
+        if len(listener.arrivals) != len(commits):
             watcher.problems.append(
-                f"{len(listener.arrivals)} notifications for "
-                f"{len(COMMITS_BY_POSITION)} commits"
+                f"{len(listener.arrivals)} notifications for {len(commits)} commits"
             )
-        watcher.delays[NOTIFY_BASELINE] = listener.delays(watcher.measure_from)
+        watcher.delays[NOTIFY_BASELINE] = listener.delays(commits, watcher.measure_from)
 
     return {
         "watcher": watcher,

@@ -106,11 +106,12 @@ def write_transaction() -> Iterator[None]:
         return
 
     _sqlite_writers.acquire()
-    held = [True]
+    held = True
 
     def end_turn() -> None:
-        if held[0]:
-            held[0] = False
+        nonlocal held
+        if held:
+            held = False
             _sqlite_writers.release()
 
     try:

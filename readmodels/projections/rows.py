@@ -23,7 +23,6 @@ class RowCache:
         self.live = live
         self.rows: dict[Any, models.Model] = {}
         self.changed: dict[Any, models.Model] = {}
-        self.created: set[Any] = set()
 
     def preload(self, keys: Iterable[Any]) -> None:
         """Load the live rows for ``keys`` in one query."""
@@ -43,7 +42,6 @@ class RowCache:
 
     def add(self, key: Any, row: models.Model) -> models.Model:
         self.rows[key] = row
-        self.created.add(key)
         self.changed[key] = row
         return row
 
@@ -54,7 +52,6 @@ class RowCache:
         """The rows changed since the last call, now counted as written."""
         rows = list(self.changed.values())
         self.changed.clear()
-        self.created.clear()
         return rows
 
     def save_changed(self) -> None:
@@ -73,4 +70,3 @@ class RowCache:
                 ],
             )
         self.changed.clear()
-        self.created.clear()
