@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["CommandMetadata", "NewEvent", "RecordedEvent"]
 
@@ -36,9 +36,12 @@ class CommandMetadata:
         }
 
 
-@dataclass(frozen=True)
-class RecordedEvent:
-    """An event as stored, with its place in the stream and in the store."""
+class RecordedEvent(NamedTuple):
+    """An event as stored, with its place in the stream and in the store.
+
+    A named tuple rather than a frozen dataclass: as immutable, and a
+    rebuild makes a million of them several times quicker.
+    """
 
     id: uuid.UUID
     position: int

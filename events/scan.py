@@ -96,8 +96,10 @@ def _decoder() -> Callable[[tuple], RecordedEvent]:
         event_id, position, stream_id, stream_type, version, type_, *rest = row
         data, metadata, recorded_at = rest
         if isinstance(recorded_at, str):
-            recorded_at = parse_time(recorded_at)
-        if recorded_at.tzinfo is None:
+            # Naive UTC text: parsing it with the offset appended is
+            # several times quicker than replacing tzinfo afterwards.
+            recorded_at = parse_time(recorded_at + "+00:00")
+        elif recorded_at.tzinfo is None:
             recorded_at = recorded_at.replace(tzinfo=utc)
         event = RecordedEvent(
             event_id if isinstance(event_id, uuid.UUID) else as_uuid(event_id),

@@ -7,7 +7,6 @@ schema_version)`` and returns it one schema version newer.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from .records import RecordedEvent
@@ -38,4 +37,4 @@ def upcast(event: RecordedEvent) -> RecordedEvent:
     if version == event.schema_version:
         return event
     metadata = {**event.metadata, "schema_version": version}
-    return dataclasses.replace(event, data=data, metadata=metadata)
+    return event._replace(data=data, metadata=metadata)

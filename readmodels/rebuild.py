@@ -50,6 +50,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transac
 from events.scan import PAGE_SIZE, scan
 from events.store import head_position, lock_store_for_append
 
+from .columns import preparer
 from .models import Change, Checkpoint, Topic
 from .topics import announce_resets
 
@@ -195,6 +196,10 @@ def rebuild(
             result.switch_ms = (time.monotonic() - switch_started) * 1000
         switched = True
     finally:
+        # Free the fold's rows by their reference counts while the
+        # collector is still off; once on, it would walk every one of
+        # them, generation after generation.
+        builder = None
         if collecting:
             gc.enable()
         if not switched:
@@ -274,30 +279,6 @@ def _restamp_changed_topics(
             projection.name,
         )
     return versions
-
-
-# Fields whose Python value is what every backend stores.
-_STORED_AS_IS = {
-    "BigIntegerField",
-    "BooleanField",
-    "CharField",
-    "IntegerField",
-    "PositiveBigIntegerField",
-    "PositiveIntegerField",
-    "PositiveSmallIntegerField",
-    "SmallIntegerField",
-    "TextField",
-}
-
-
-def _as_is(value: Any, connection: Any) -> Any:
-    return value
-
-
-def _preparer(field: models.Field) -> Callable[[Any, Any], Any]:
-    if field.get_internal_type() in _STORED_AS_IS:
-        return _as_is
-    return field.get_db_prep_save
 
 
 def _chunks(items: list, size: int = 500) -> Iterable[list]:
@@ -465,15 +446,14 @@ class ShadowTable:
         # The connection itself, not the thread-local proxy: each row's
         # values go through it a dozen times.
         database = connections[DEFAULT_DB_ALIAS]
-        prepare = [(f.attname, _preparer(f)) for f in self.fields]
+        prepare = [(f.attname, preparer(f, database)) for f in self.fields]
         columns = ", ".join(self.q(f.column) for f in self.fields)
         marks = ", ".join(["%s"] * len(self.fields))
         insert = f"INSERT INTO {self.q(self.name)} ({columns}) VALUES ({marks})"
         for start in range(0, len(rows), WRITE_CHUNK):
             chunk = rows[start : start + WRITE_CHUNK]
             values = [
-                [save(row.__dict__[name], database) for name, save in prepare]
-                for row in chunk
+                [save(row.__dict__[name]) for name, save in prepare] for row in chunk
             ]
             again = [row.pk for row in chunk if row.pk in self.written]
             keys = ", ".join(["%s"] * len(again))

@@ -131,8 +131,7 @@ class DashboardFold:
 
     def _order(self, event: RecordedEvent) -> DashboardOrder:
         if event.type == "OrderPlaced":
-            order = DashboardOrder(order_id=event.stream_id, status="")
-            return self.orders.add(event.stream_id, order)
+            return self.orders.new(event.stream_id, order_id=event.stream_id)
         order = self.orders.get(event.stream_id)
         if order is None:
             raise LookupError(f"order {event.stream_id} is not on the dashboard")

@@ -152,17 +152,15 @@ class OrdersFold:
     def _order(self, event: RecordedEvent) -> tuple[OrderView, Order]:
         order_id = event.stream_id
         if event.type == "OrderPlaced":
-            row = self.orders.add(
+            row = self.orders.new(
                 order_id,
-                OrderView(
-                    order_id=order_id,
-                    customer_id=event.data["customer_id"],
-                    created_at=event.recorded_at,
-                    placed_position=event.position,
-                    version=0,
-                    total=Decimal("0"),
-                    items=[],
-                ),
+                order_id=order_id,
+                customer_id=event.data["customer_id"],
+                created_at=event.recorded_at,
+                placed_position=event.position,
+                version=0,
+                total=Decimal("0"),
+                items=[],
             )
             order = self.states[order_id] = Order(order_id)
             return row, order
@@ -178,9 +176,7 @@ class OrdersFold:
     def _customer(self, customer_id: str) -> CustomerOrders:
         customer = self.customers.get(customer_id)
         if customer is None:
-            customer = self.customers.add(
-                customer_id, CustomerOrders(customer_id=customer_id)
-            )
+            customer = self.customers.new(customer_id, customer_id=customer_id)
         return customer
 
 

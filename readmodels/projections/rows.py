@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import models
+from django.db.models.base import ModelState
 
 __all__ = ["RowCache"]
 
@@ -23,6 +24,18 @@ class RowCache:
         self.live = live
         self.rows: dict[Any, models.Model] = {}
         self.changed: dict[Any, models.Model] = {}
+        fields = model._meta.concrete_fields
+        self._attnames = {f.attname for f in fields}
+        self._defaults = {
+            f.attname: f.get_default()
+            for f in fields
+            if not (f.has_default() and callable(f.default))
+        }
+        self._made_defaults = [
+            (f.attname, f.default)
+            for f in fields
+            if f.has_default() and callable(f.default)
+        ]
 
     def preload(self, keys: Iterable[Any]) -> None:
         """Load the live rows for ``keys`` in one query."""
@@ -44,6 +57,23 @@ class RowCache:
         self.rows[key] = row
         self.changed[key] = row
         return row
+
+    def new(self, key: Any, **values: Any) -> models.Model:
+        """Add a new row with ``values`` (by attribute name) and defaults
+        for the rest. Equal to ``model(**values)``, several times quicker:
+        a rebuild makes one per order, and the model's constructor would
+        check each field and send signals that read models do not use."""
+        unknown = values.keys() - self._attnames
+        if unknown:
+            raise TypeError(f"{self.model.__name__} has no field {sorted(unknown)}")
+        row = self.model.__new__(self.model)
+        state = row.__dict__
+        state.update(self._defaults)
+        for name, make in self._made_defaults:
+            state[name] = make()
+        state.update(values)
+        row._state = ModelState()
+        return self.add(key, row)
 
     def touch(self, key: Any, row: models.Model) -> None:
         self.changed[key] = row
