@@ -281,55 +281,67 @@ def _restamp_changed_topics(
     return versions
 
 
-def _chunks(items: list, size: int = 500) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
 def _live_versions(names: list[str]) -> dict[str, int]:
-    if _postgres():
-        # One array parameter, however many topics: no statement to build.
-        with connection.cursor() as cursor:
+    topics = Topic._meta.db_table
+    with connection.cursor() as cursor:
+        if _postgres():
+            # One array parameter, however many topics: no statement to build.
             cursor.execute(
-                f"SELECT name, version FROM {Topic._meta.db_table} "
-                "WHERE name = ANY(%s)",
-                [names],
+                f"SELECT name, version FROM {topics} WHERE name = ANY(%s)", [names]
             )
             return dict(cursor.fetchall())
-    live: dict[str, int] = {}
-    for chunk in _chunks(names):
-        live.update(Topic.objects.filter(name__in=chunk).values_list("name", "version"))
-    return live
+        with _sqlite_stamps(cursor, {name: 0 for name in names}) as stamps:
+            cursor.execute(
+                f"SELECT topic.name, topic.version FROM {topics} AS topic "
+                f"JOIN {stamps} AS stamp ON stamp.name = topic.name"
+            )
+            return dict(cursor.fetchall())
 
 
 def _save_versions(versions: dict[str, int]) -> None:
     """Move topics to new versions and drop their change history."""
-    names = list(versions)
-    if _postgres():
-        with connection.cursor() as cursor:
+    topics, changes = Topic._meta.db_table, Change._meta.db_table
+    with connection.cursor() as cursor:
+        if _postgres():
+            names = list(versions)
             cursor.execute(
-                f"INSERT INTO {Topic._meta.db_table} (name, version) "
+                f"INSERT INTO {topics} (name, version) "
                 "SELECT * FROM unnest(%s::varchar[], %s::bigint[]) "
                 "ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version",
                 [names, list(versions.values())],
             )
+            cursor.execute(f"DELETE FROM {changes} WHERE topic = ANY(%s)", [names])
+            return
+        with _sqlite_stamps(cursor, versions) as stamps:
+            # "WHERE true" tells SQLite's parser the ON CONFLICT is the upsert's.
             cursor.execute(
-                f"DELETE FROM {Change._meta.db_table} WHERE topic = ANY(%s)", [names]
+                f"INSERT INTO {topics} (name, version) "
+                f"SELECT name, version FROM {stamps} WHERE true "
+                "ON CONFLICT (name) DO UPDATE SET version = excluded.version"
             )
-        return
-    Topic.objects.bulk_create(
-        [Topic(name=topic, version=version) for topic, version in versions.items()],
-        update_conflicts=True,
-        unique_fields=["name"],
-        update_fields=["version"],
-        batch_size=WRITE_CHUNK,
-    )
-    for chunk in _chunks(names):
-        Change.objects.filter(topic__in=chunk).delete()
+            cursor.execute(
+                f"DELETE FROM {changes} WHERE topic IN (SELECT name FROM {stamps})"
+            )
+
+
+@contextmanager
+def _sqlite_stamps(cursor: Any, versions: dict[str, int]) -> Iterator[str]:
+    """A temporary SQLite table of ``(name, version)`` rows, for statements
+    about many topics at once: SQLite has no array parameter, and a
+    statement per few hundred topics was most of a big switch."""
+    table = "temp.lookout_rebuild_stamp"
+    cursor.execute(f"CREATE TABLE {table} (name TEXT PRIMARY KEY, version INTEGER)")
+    try:
+        cursor.executemany(
+            f"INSERT INTO {table} (name, version) VALUES (%s, %s)", versions.items()
+        )
+        yield table
+    finally:
+        cursor.execute(f"DROP TABLE {table}")
 
 
 class ShadowTable:
