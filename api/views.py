@@ -125,6 +125,9 @@ class OrderPagination(CursorPagination):
 
 
 class OrderFilter(filters.FilterSet):
+    # An unknown status is a client's mistake: 400, not an empty list.
+    status = filters.ChoiceFilter(choices=[(s, s) for s in orders.STATUSES])
+
     class Meta:
         model = OrderView
         fields = ["customer_id", "status"]

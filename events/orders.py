@@ -52,6 +52,7 @@ PLACED = "placed"
 PAID = "paid"
 SHIPPED = "shipped"
 CANCELLED = "cancelled"
+STATUSES = (PLACED, PAID, SHIPPED, CANCELLED)
 
 
 def money(value: Decimal | str) -> str:

@@ -140,3 +140,21 @@ def test_c11_pages_hold_only_the_named_customers_orders(staff_client, seven_orde
     )
     assert customers == {"c-alice"}
     assert OrderView.objects.exclude(customer_id="c-alice").exists()
+
+
+def test_orders_filter_by_status_and_refuse_an_unknown_one(alice_client):
+    first = place_order(alice_client)["id"]
+    paid = place_order(alice_client)
+    response = alice_client.post(
+        f"/api/v1/orders/{paid['id']}/pay", {"amount": paid["total"]}, format="json"
+    )
+    assert response.status_code == 200, response.content
+
+    listed = alice_client.get("/api/v1/orders/?status=placed").json()["results"]
+    assert [order["id"] for order in listed] == [first]
+
+    response = alice_client.get("/api/v1/orders/?status=lost")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert "status" in error["details"]
