@@ -1,10 +1,10 @@
-"""Reading the whole store quickly, for rebuilding projections.
+"""Reading events from the store quickly: pages of ``RecordedEvent``.
 
-``read_all`` goes through the ORM, which is right for the worker's
-batches of a few hundred events. A rebuild reads every event, so here the
-database driver's cursor reads pages by position and each row becomes a
+Every read of events goes through here: the worker's batches, the event
+feed, loading a stream, and rebuilds, which read every event. The
+database driver's cursor runs one plain SELECT and each row becomes a
 ``RecordedEvent`` with no model instance in between, its JSON decoded by
-orjson. Events are upcast as on every other read path.
+orjson. Events are upcast on the way out.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import datetime
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ from .models import StoredEvent
 from .records import RecordedEvent
 from .upcasting import upcast
 
-__all__ = ["scan"]
+__all__ = ["select_events", "scan"]
 
 PAGE_SIZE = 5000
 
@@ -44,22 +44,37 @@ def scan(
     after: int, up_to: int, page_size: int = PAGE_SIZE
 ) -> Iterator[list[RecordedEvent]]:
     """Pages of the events with ``after < position <= up_to``, in order."""
+    while after < up_to:
+        page = select_events(
+            ["position > %s", "position <= %s"], [after, up_to], limit=page_size
+        )
+        if not page:
+            return
+        yield page
+        after = page[-1].position
+
+
+def select_events(
+    conditions: Sequence[str],
+    params: Sequence[Any],
+    limit: int,
+    order_by: str = "position",
+) -> list[RecordedEvent]:
+    """At most ``limit`` events meeting every one of ``conditions`` (SQL on
+    the store's columns, with ``%s`` for each of ``params``), ordered by
+    the column ``order_by``."""
     table = connection.ops.quote_name(StoredEvent._meta.db_table)
     columns = ", ".join(_select(c) for c in _COLUMNS)
+    where = " AND ".join(conditions) or "TRUE"
     statement = (
-        f"SELECT {columns} FROM {table} WHERE position > %s AND position <= %s "
-        f"ORDER BY position LIMIT {int(page_size)}"
+        f"SELECT {columns} FROM {table} WHERE {where} "
+        f"ORDER BY {connection.ops.quote_name(order_by)} LIMIT {int(limit)}"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        rows = cursor.fetchall()
     decode = _decoder()
-
-    while after < up_to:
-        with connection.cursor() as cursor:
-            cursor.execute(statement, [after, up_to])
-            rows = cursor.fetchall()
-        if not rows:
-            return
-        yield [decode(row) for row in rows]
-        after = rows[-1][1]
+    return [decode(row) for row in rows]
 
 
 def _select(column: str) -> str:
@@ -96,10 +111,14 @@ def _decoder() -> Callable[[tuple], RecordedEvent]:
         event_id, position, stream_id, stream_type, version, type_, *rest = row
         data, metadata, recorded_at = rest
         if isinstance(recorded_at, str):
-            # Naive UTC text: parsing it with the offset appended is
-            # several times quicker than replacing tzinfo afterwards.
-            recorded_at = parse_time(recorded_at + "+00:00")
-        elif recorded_at.tzinfo is None:
+            # Naive UTC text, as Django writes it: parsing it with the
+            # offset appended is several times quicker than replacing
+            # tzinfo afterwards. Text written with an offset fails that.
+            try:
+                recorded_at = parse_time(recorded_at + "+00:00")
+            except ValueError:
+                recorded_at = parse_time(recorded_at)
+        if recorded_at.tzinfo is None:
             recorded_at = recorded_at.replace(tzinfo=utc)
         event = RecordedEvent(
             event_id if isinstance(event_id, uuid.UUID) else as_uuid(event_id),

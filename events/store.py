@@ -44,6 +44,7 @@ from . import conf
 from .errors import VersionConflict
 from .models import StoredEvent
 from .records import CommandMetadata, NewEvent, RecordedEvent
+from .scan import select_events
 from .upcasting import upcast
 
 __all__ = [
@@ -122,19 +123,6 @@ def write_transaction() -> Iterator[None]:
             yield
     finally:
         end_turn()
-
-
-_FIELDS = (
-    "event_id",
-    "position",
-    "stream_id",
-    "stream_type",
-    "stream_version",
-    "type",
-    "data",
-    "metadata",
-    "recorded_at",
-)
 
 
 def on_append(hook: AppendHook) -> AppendHook:
@@ -405,16 +393,16 @@ def read_stream(
     batch_size = batch_size or conf.get("READ_BATCH_SIZE")
     last = after_version
     while True:
-        batch = list(
-            StoredEvent.objects.filter(stream_id=stream_id, stream_version__gt=last)
-            .order_by("stream_version")
-            .values_list(*_FIELDS)[:batch_size]
+        batch = select_events(
+            ["stream_id = %s", "stream_version > %s"],
+            [stream_id, last],
+            limit=batch_size,
+            order_by="stream_version",
         )
-        for values in batch:
-            yield _record_from_values(values)
+        yield from batch
         if len(batch) < batch_size:
             return
-        last = batch[-1][4]
+        last = batch[-1].stream_version
 
 
 def read_all(
@@ -424,14 +412,11 @@ def read_all(
     types: Sequence[str] | None = None,
 ) -> list[RecordedEvent]:
     """Events after ``after_position`` in position order, at most ``limit``."""
-    query = StoredEvent.objects.filter(position__gt=after_position)
+    conditions, params = ["position > %s"], [after_position]
     if stream_id:
-        query = query.filter(stream_id=stream_id)
+        conditions.append("stream_id = %s")
+        params.append(stream_id)
     if types:
-        query = query.filter(type__in=list(types))
-    rows = query.order_by("position").values_list(*_FIELDS)[:limit]
-    return [_record_from_values(values) for values in rows]
-
-
-def _record_from_values(values: tuple) -> RecordedEvent:
-    return upcast(RecordedEvent(*values))
+        conditions.append(f"type IN ({', '.join(['%s'] * len(types))})")
+        params.extend(types)
+    return select_events(conditions, params, limit=limit)

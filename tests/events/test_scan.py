@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from events.records import NewEvent
 from events.scan import scan
@@ -48,3 +50,24 @@ def test_scan_keeps_integers_beyond_64_bits():
     (page,) = scan(0, head_position())
 
     assert page[0].data == {"count": huge, "nested": [{"n": -huge}]}
+
+
+def test_scan_reads_times_with_and_without_an_offset():
+    append("s-time", NewEvent("Hit", {}), NewEvent("Hit", {}))
+    when = datetime.datetime(2026, 12, 4, 16, 30, 5, 250000, tzinfo=datetime.UTC)
+    # SQLite keeps times as text: Django writes it naive (UTC), other
+    # writers may add the offset. PostgreSQL keeps a timestamptz.
+    values = [str(when.replace(tzinfo=None)), str(when)]
+    if connection.vendor != "sqlite":
+        values = [when, when]
+    with connection.cursor() as cursor:
+        for version, value in enumerate(values, 1):
+            cursor.execute(
+                "UPDATE events_event SET recorded_at = %s "
+                "WHERE stream_id = %s AND stream_version = %s",
+                [value, "s-time", version],
+            )
+
+    (page,) = scan(0, head_position())
+
+    assert [event.recorded_at for event in page] == [when, when]
