@@ -20,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from readmodels import conf as readmodels_conf  # noqa: E402
 from readmodels.worker import start_in_background  # noqa: E402
 from streams.auth import WatchAuthMiddleware  # noqa: E402
+from streams.collector import apply_gc_thresholds  # noqa: E402
 from streams.relay import ensure_relay  # noqa: E402
 from streams.routing import websocket_urlpatterns  # noqa: E402
 from streams.shutdown import drain_on_sigterm, in_flight  # noqa: E402
@@ -48,6 +49,7 @@ class StartServices:
 
 
 drain_on_sigterm()
+apply_gc_thresholds()
 
 application = StartServices(
     ProtocolTypeRouter(

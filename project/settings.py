@@ -188,6 +188,14 @@ if os.environ.get("LOOKOUT_SOCKET_SEND_BUFFER_BYTES"):
     STREAMS["SOCKET_SEND_BUFFER_BYTES"] = int(
         os.environ["LOOKOUT_SOCKET_SEND_BUFFER_BYTES"]
     )
+if os.environ.get("LOOKOUT_GC_THRESHOLDS"):
+    # "50000,20,10", or "default" for CPython's own.
+    _thresholds = os.environ["LOOKOUT_GC_THRESHOLDS"]
+    STREAMS["GC_THRESHOLDS"] = (
+        None
+        if _thresholds == "default"
+        else tuple(int(n) for n in _thresholds.split(","))
+    )
 if os.environ.get("LOOKOUT_WATCH_PAGE_LOGIN"):
     STREAMS["WATCH_PAGE_LOGIN"] = os.environ["LOOKOUT_WATCH_PAGE_LOGIN"] == "1"
 # The embedded mode runs the projection worker inside the server process;

@@ -43,6 +43,15 @@ DEFAULTS: dict[str, Any] = {
     # client that stops reading first fills this buffer, then daphne's
     # (64 KiB), then its queue of MAX_SUBSCRIBER_LAG changes.
     "SOCKET_SEND_BUFFER_BYTES": None,
+    # After this many subscribers join a server process, it runs a full
+    # garbage collection at the next moment with no change and no join for
+    # QUIET_COLLECT_SECS, so the pause falls between changes (see
+    # streams.collector). None turns it off.
+    "QUIET_COLLECT_AFTER_SUBSCRIBERS": 100,
+    "QUIET_COLLECT_SECS": 0.2,
+    # The garbage collector's thresholds in server processes (CPython's
+    # are 700, 10, 10); None leaves them alone. See streams.collector.
+    "GC_THRESHOLDS": (50_000, 20, 10),
     # A process renews its membership of the topics' groups this often;
     # channels-redis forgets members after a day.
     "GROUP_REFRESH_SECS": 3600.0,

@@ -38,6 +38,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from . import conf, metrics
+from .collector import QuietCollector
 from .watch import group_name
 
 __all__ = [
@@ -113,11 +114,13 @@ class TopicHub:
         self.joined: set[str] = set()
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._tasks: list[asyncio.Task] = []
+        self.collector = QuietCollector()
 
     async def join(self, topic: str, queue: ChangeQueue) -> None:
         """Deliver ``topic``'s changes to ``queue``; on return the process
         is in the topic's group, so no later change can pass it by."""
         self.subscribers.setdefault(topic, set()).add(queue)
+        self.collector.subscriber_joined()
         await self._settle(topic)
 
     async def leave(self, topic: str, queue: ChangeQueue) -> None:
@@ -133,6 +136,7 @@ class TopicHub:
         queues = tuple(self.subscribers.get(topic, ()))
         for queue in queues:
             queue.offer(topic, version, message)
+        self.collector.change_delivered()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "topic hub handed version %d of %s to %d subscribers in %.1f ms",
@@ -145,6 +149,7 @@ class TopicHub:
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.collector.stop()
 
     async def _settle(self, topic: str) -> None:
         """Bring the group membership in line with the local subscribers,
