@@ -123,6 +123,14 @@ class OrderPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def decode_cursor(self, request: Request) -> Any:
+        # A cursor the client garbled is a bad parameter (400), not a
+        # missing resource (DRF's 404).
+        try:
+            return super().decode_cursor(request)
+        except NotFound as exc:
+            raise ValidationError({"cursor": [str(exc.detail)]}) from exc
+
 
 class OrderFilter(filters.FilterSet):
     # An unknown status is a client's mistake: 400, not an empty list.

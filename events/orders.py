@@ -298,6 +298,10 @@ def _order_paid_gains_a_method(data: dict) -> dict:
 
 def decide_ship(order: Order) -> list[NewEvent]:
     _require_exists(order)
+    if order.status == SHIPPED:
+        raise RuleViolation("order_shipped", "the order is already shipped")
+    if order.status == CANCELLED:
+        raise RuleViolation("order_cancelled", "a cancelled order cannot be shipped")
     if order.status != PAID:
         raise RuleViolation(
             "order_not_paid", f"only a paid order ships; this one is {order.status}"

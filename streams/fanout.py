@@ -327,6 +327,10 @@ def transport_flow(send: Any) -> TransportFlow:
     needed = ("registerProducer", "sendClose", "transport")
     if protocol is None or not all(hasattr(protocol, n) for n in needed):
         return TransportFlow()
+    # When autobahn fails a connection (a frame over daphne's 1 MiB limit, a
+    # protocol error) it drops the TCP connection by default, and the client
+    # sees only 1006; a close frame first tells it why (1009 too big).
+    protocol.failByDrop = False
     # Daphne's HTTP channel stays the transport's producer after the
     # upgrade, and passes pauses on to a producer registered with it.
     transport = protocol.transport

@@ -17,4 +17,5 @@ websocket_urlpatterns = [
     ),
     re_path(r"^api/v1/dashboard/watch/?$", websocket.DashboardWatchConsumer.as_asgi()),
     re_path(r"^api/v1/events/watch/?$", websocket.EventsWatchConsumer.as_asgi()),
+    re_path(r"", websocket.NoRouteConsumer.as_asgi()),
 ]

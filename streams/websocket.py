@@ -1,9 +1,10 @@
 """Watching over WebSocket: the multiplexed ``/ws/v1/`` endpoint and the
 per-resource upgrade on ``.../watch``.
 
-Close codes: 4401 not authenticated, 4403 forbidden, 4404 no such topic
-(per-resource only; the multiplexed endpoint answers with ``error``
-frames and stays open), 4008 too far behind: more than
+Close codes: 4400 a bad ``since`` (per-resource only), 4401 not
+authenticated, 4403 forbidden, 4404 no such topic (per-resource only) or
+no such WebSocket route; the multiplexed endpoint answers a bad frame
+with an ``error`` frame and stays open. 4008 too far behind: more than
 ``MAX_SUBSCRIBER_LAG`` live changes waited for the connection. The 4008
 reason is JSON with the last version sent, ``{"version": V}`` per resource
 and ``{"versions": {topic: V, ...}}`` on ``/ws/v1/`` (``{}`` when that does
@@ -27,6 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
 
 from accounts.access import Access
+from api.parsers import is_unicode
 from readmodels.models import Topic
 
 from . import conf, metrics, shutdown
@@ -45,6 +47,7 @@ from .watch import (
 
 logger = logging.getLogger(__name__)
 
+CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -343,6 +346,15 @@ class MultiplexWatchConsumer(BaseWatchConsumer):
                 error_message("invalid_frame", "a frame is a JSON object")
             )
             return
+        if not is_unicode(frame):
+            await self.send_json(
+                error_message(
+                    "invalid_frame",
+                    "the frame holds a lone surrogate escape (\\ud800-\\udfff), "
+                    "which is not text",
+                )
+            )
+            return
         await self.handle_frame(frame)
 
     async def handle_frame(self, frame: dict[str, Any]) -> None:
@@ -393,7 +405,7 @@ class ResourceWatchConsumer(BaseWatchConsumer):
             await self.subscribe(topic, query.get("since", [None])[0])
         except InvalidSince as exc:
             await self.send_json(error_message("validation_error", str(exc), topic))
-            await self.close(code=1008)
+            await self.close(code=CLOSE_BAD_REQUEST)
         except WatchRefused as exc:
             await self.send_json(error_message(exc.code, exc.message, topic))
             code = CLOSE_NOT_FOUND if exc.code == "not_found" else CLOSE_FORBIDDEN
@@ -416,6 +428,23 @@ class ResourceWatchConsumer(BaseWatchConsumer):
 
     def resume_reason(self, versions: dict[str, int]) -> str:
         return encode({"version": next(iter(versions.values()), 0)})
+
+
+class NoRouteConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: closed with 4404, as HTTP answers 404
+    (Channels' router would fail the handshake with a 500)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(
+            text_data=encode(
+                error_message("not_found", f"no WebSocket route at /{self.path()}")
+            )
+        )
+        await self.close(code=CLOSE_NOT_FOUND)
+
+    def path(self) -> str:
+        return self.scope.get("path", "/").lstrip("/")
 
 
 class OrderWatchConsumer(ResourceWatchConsumer):

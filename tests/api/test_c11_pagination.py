@@ -158,3 +158,13 @@ def test_orders_filter_by_status_and_refuse_an_unknown_one(alice_client):
     error = response.json()["error"]
     assert error["code"] == "validation_error"
     assert "status" in error["details"]
+
+
+def test_a_garbled_cursor_is_a_validation_error(alice_client):
+    place_order(alice_client)
+
+    response = alice_client.get("/api/v1/orders/?cursor=garbage")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], list(error["details"])) == ("validation_error", ["cursor"])

@@ -246,7 +246,8 @@ CANCEL = ("post", "/cancel", {"reason": "no"})
             id="pay-empty",
         ),
         pytest.param([], SHIP, "order_not_paid", id="ship-unpaid"),
-        pytest.param([PAY, SHIP], SHIP, "order_not_paid", id="ship-twice"),
+        pytest.param([PAY, SHIP], SHIP, "order_shipped", id="ship-twice"),
+        pytest.param([CANCEL], SHIP, "order_cancelled", id="ship-cancelled"),
         pytest.param([PAY, SHIP], CANCEL, "order_shipped", id="cancel-shipped"),
         pytest.param([CANCEL], CANCEL, "order_cancelled", id="cancel-twice"),
     ],
@@ -343,6 +344,45 @@ def test_placing_an_order_with_a_repeated_sku_answers_422_and_appends_nothing(
             ["items", "0", "sku"],
             id="sku-with-slash",
         ),
+        # Wrong JSON types are refused, not converted.
+        pytest.param(
+            {"items": [{"sku": "tea", "quantity": 1, "unit_price": 0.1}]},
+            ["items", "0", "unit_price"],
+            id="price-as-a-float",
+        ),
+        pytest.param(
+            {"items": [{"sku": "tea", "quantity": 1, "unit_price": 2}]},
+            ["items", "0", "unit_price"],
+            id="price-as-an-integer",
+        ),
+        pytest.param(
+            {"items": [{"sku": 5, "quantity": 1, "unit_price": "1.00"}]},
+            ["items", "0", "sku"],
+            id="sku-as-a-number",
+        ),
+        pytest.param(
+            {"items": [{"sku": "tea", "quantity": "1", "unit_price": "1.00"}]},
+            ["items", "0", "quantity"],
+            id="quantity-as-a-string",
+        ),
+        pytest.param(
+            {"items": [{"sku": "tea", "quantity": 1.0, "unit_price": "1.00"}]},
+            ["items", "0", "quantity"],
+            id="quantity-as-a-float",
+        ),
+        pytest.param(
+            {"items": [{"sku": "tea", "quantity": True, "unit_price": "1.00"}]},
+            ["items", "0", "quantity"],
+            id="quantity-as-a-boolean",
+        ),
+        pytest.param(
+            {
+                "customer_id": 5,
+                "items": [{"sku": "t", "quantity": 1, "unit_price": "1"}],
+            },
+            ["customer_id"],
+            id="customer-as-a-number",
+        ),
     ],
 )
 def test_placing_an_order_with_bad_input_answers_400_naming_the_field(
@@ -381,6 +421,8 @@ def test_placing_an_order_with_bad_input_answers_400_naming_the_field(
         pytest.param(
             "post", "/cancel", {"reason": "x" * 501}, "reason", id="cancel-long-reason"
         ),
+        pytest.param("post", "/pay", {"amount": 0.3}, "amount", id="pay-a-float"),
+        pytest.param("post", "/cancel", {"reason": 5}, "reason", id="cancel-number"),
     ],
 )
 def test_a_command_with_bad_input_answers_400_naming_the_field(
@@ -395,6 +437,20 @@ def test_a_command_with_bad_input_answers_400_naming_the_field(
     assert error["code"] == "validation_error"
     assert list(error["details"]) == [field]
     assert stream_types(order["id"]) == ["OrderPlaced"]
+
+
+def test_a_body_with_a_lone_surrogate_answers_400(alice_client):
+    # Valid JSON, but "\ud800" decodes to no character: PostgreSQL's jsonb
+    # would refuse it, and it could name no topic.
+    body = '{"items": [{"sku": "t\\ud800", "quantity": 1, "unit_price": "1.00"}]}'
+
+    response = alice_client.post(ORDERS, body, content_type="application/json")
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "validation_error"
+    assert "surrogate" in error["message"]
+    assert StoredEvent.objects.count() == 0
 
 
 def test_a_body_that_is_not_json_answers_400(alice_client):

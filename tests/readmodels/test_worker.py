@@ -10,7 +10,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
 from events.models import StoredEvent
@@ -375,3 +375,11 @@ def test_a_running_worker_keeps_its_leases_while_idle_and_gives_them_up_on_stop(
     assert owners_while_running == {running_worker.owner}
     assert owners_after_stop == {""}
     assert not running.is_alive()
+
+
+def test_skipping_for_an_unknown_projection_names_the_known_ones():
+    append_events(1)
+    ProjectionWorker([CounterProjection()]).step()
+
+    with pytest.raises(CommandError, match="no projection named 'nope'.*counter"):
+        call_command("skip_event", "nope", "--position", "1")

@@ -346,6 +346,11 @@ async def test_bad_frames_get_errors_and_leave_other_subscriptions_working(alice
     no_topic = await receive(ws)
     await ws.send_json_to({"type": "unsubscribe", "topic": 5})
     number_topic = await receive(ws)
+    # Valid JSON whose topic holds a lone surrogate: no text, no topic.
+    await ws.send_to(
+        text_data='{"type": "subscribe", "topic": "customers/\\ud800/orders"}'
+    )
+    surrogate = await receive(ws)
     await add_item(token, order["id"], "still-here")
     change = await receive(ws)
 
@@ -354,8 +359,36 @@ async def test_bad_frames_get_errors_and_leave_other_subscriptions_working(alice
     assert too_large["code"] == "frame_too_large"
     assert (no_topic["code"], no_topic["ref"]) == ("invalid_frame", 7)
     assert number_topic["code"] == "invalid_frame"
+    assert surrogate["code"] == "invalid_frame"
     assert change["version"] == 2
     await ws.disconnect()
+
+
+@pytest.mark.parametrize("since", ["abc", "-1", str(10**30), "1.5"])
+async def test_a_bad_since_on_a_resource_watch_is_an_error_then_close_4400(
+    alice, since
+):
+    _, token = alice
+    order = await place(token)
+
+    ws = await connect(f"/api/v1/orders/{order['id']}/watch?since={since}", token)
+    error = await receive(ws)
+    closed = await ws.receive_output(timeout=3)
+
+    assert error["code"] == "validation_error"
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4400)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nope/watch", "/", "/ws/v2/"])
+async def test_a_websocket_on_no_route_is_closed_with_4404(alice, path):
+    _, token = alice
+
+    ws = await connect(path, token)
+    error = await receive(ws)
+    closed = await ws.receive_output(timeout=3)
+
+    assert error["code"] == "not_found"
+    assert closed["code"] == 4404
 
 
 async def test_unsubscribe_stops_changes(alice):

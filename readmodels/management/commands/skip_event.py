@@ -27,7 +27,13 @@ class Command(BaseCommand):
     def handle(self, *args, projection: str, position: int, **options) -> None:
         with transaction.atomic():
             row = Checkpoint.objects.select_for_update().filter(name=projection).first()
-            if row is None or row.state != Checkpoint.FAILED:
+            if row is None:
+                known = ", ".join(Checkpoint.objects.values_list("name", flat=True))
+                raise CommandError(
+                    f"no projection named {projection!r} has a checkpoint; "
+                    f"known: {known or 'none'}"
+                )
+            if row.state != Checkpoint.FAILED:
                 raise CommandError(f"projection {projection} is not stopped")
             if row.failed_position != position:
                 raise CommandError(
