@@ -350,14 +350,12 @@ def transport_flow(send: Any) -> TransportFlow:
 
 
 def _writes_directly(protocol: Any) -> bool:
-    """Whether frames may skip Twisted's buffer: a plain TCP connection
-    (not TLS, whose transport encrypts) and no compression of messages."""
+    """Whether frames may skip Twisted's buffer: a plain TCP connection,
+    not TLS, whose transport encrypts."""
     from twisted.internet import tcp
 
-    return (
-        isinstance(protocol.transport, tcp.Connection)
-        and getattr(protocol, "_perMessageCompress", True) is None
-        and hasattr(protocol, "send_queue")
+    return isinstance(protocol.transport, tcp.Connection) and hasattr(
+        protocol, "send_queue"
     )
 
 
@@ -369,6 +367,8 @@ def _send_directly(protocol: Any, frame: bytes) -> bool:
     transport = protocol.transport
     if (
         protocol.send_queue
+        # Compression is settled with the handshake, after the flow is made.
+        or getattr(protocol, "_perMessageCompress", None) is not None
         or transport.dataBuffer
         or transport._tempDataBuffer
         or not transport.connected

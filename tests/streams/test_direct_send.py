@@ -47,6 +47,7 @@ class FakeProtocol:
     def __init__(self, socket: FakeSocket) -> None:
         self.transport = FakeTransport(socket)
         self.send_queue: deque = deque()
+        self._perMessageCompress = None
 
 
 def test_an_idle_socket_gets_the_frame_at_once():
@@ -78,7 +79,7 @@ def test_a_full_or_broken_socket_leaves_the_frame_to_twisted(error):
 
 @pytest.mark.parametrize(
     "waiting",
-    ["buffered", "queued", "temporary", "disconnecting", "closed"],
+    ["buffered", "queued", "temporary", "disconnecting", "closed", "compressed"],
 )
 def test_a_frame_behind_something_waiting_goes_the_usual_way(waiting):
     protocol = FakeProtocol(FakeSocket())
@@ -89,6 +90,8 @@ def test_a_frame_behind_something_waiting_goes_the_usual_way(waiting):
         protocol.send_queue.append((b"earlier", False))
     elif waiting == "temporary":
         transport._tempDataBuffer.append(b"earlier")
+    elif waiting == "compressed":
+        protocol._perMessageCompress = object()
     elif waiting == "disconnecting":
         transport.disconnecting = True
     else:
