@@ -50,7 +50,8 @@ class DashboardView(APIView):
 
 
 class EventFeedQuery(serializers.Serializer):
-    after = serializers.IntegerField(min_value=0, default=0)
+    # Positions are 64-bit: a larger one is a mistake, not an empty page.
+    after = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=MAX_FEED_LIMIT, default=100)
     stream_id = serializers.CharField(required=False, max_length=100)
     type = serializers.CharField(required=False, max_length=100)

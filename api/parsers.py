@@ -1,33 +1,46 @@
-"""Request bodies: JSON, as DRF parses it, that is also text."""
+"""Request bodies: JSON, as DRF parses it, that is also storable text."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-__all__ = ["JSONParser", "is_unicode"]
+__all__ = ["JSONParser", "is_storable"]
 
 
-def is_unicode(value: Any) -> bool:
-    """False if decoded JSON holds a lone surrogate (``"\\ud800"``): valid
-    JSON, but not text that can be encoded, stored or sent on (PostgreSQL's
-    jsonb refuses it; a topic name holding one cannot name a group)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return False
+def is_storable(value: Any) -> bool:
+    """False if decoded JSON holds a lone surrogate (``"\\ud800"``) or a
+    NUL character (``"\\u0000"``) in any key or string: valid JSON, but
+    not text that can be encoded, stored or sent on (PostgreSQL refuses
+    both; a topic name holding a surrogate cannot name a group)."""
+    # A stack, not recursion: JSON nested as deep as the parser allows
+    # would overflow Python's.
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, dict):
+            waiting.extend(item.keys())
+            waiting.extend(item.values())
+        elif isinstance(item, list):
+            waiting.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return False
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
     return True
 
 
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None) -> Any:
         data = super().parse(stream, media_type, parser_context)
-        if not is_unicode(data):
+        if not is_storable(data):
             raise ParseError(
-                "JSON parse error - the body holds a lone surrogate escape "
-                "(\\ud800-\\udfff), which is not text"
+                "JSON parse error - the body holds a NUL character or a lone "
+                "surrogate escape (\\ud800-\\udfff), which are not text"
             )
         return data

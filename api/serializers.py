@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rest_framework import serializers
@@ -56,7 +57,13 @@ class Money(serializers.DecimalField):
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):
             self.fail("not_a_string", kind=_json_kind(data))
+        if not _DECIMAL_TEXT.fullmatch(data):
+            # Decimal() also reads "1e5", " 12.50 " and other scripts' digits.
+            self.fail("invalid")
         return super().to_internal_value(data)
+
+
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 def _json_kind(value: Any) -> str:

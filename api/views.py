@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -64,8 +65,13 @@ def _idempotency(request: Request) -> IdempotencyClaim | None:
     key = request.headers.get("Idempotency-Key")
     if not key:
         return None
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        # Cutting it short would make two keys one.
+        raise ValidationError(
+            {"Idempotency-Key": [f"at most {MAX_IDEMPOTENCY_KEY} characters"]}
+        )
     digest = fingerprint(request.method, request.path, request.data)
-    return IdempotencyClaim(request.user.get_username(), key[:255], digest)
+    return IdempotencyClaim(request.user.get_username(), key, digest)
 
 
 class OrderCommandView(APIView):
@@ -117,6 +123,11 @@ def _valid(serializer_class: type, request: Request) -> dict[str, Any]:
     return serializer.validated_data
 
 
+MAX_IDEMPOTENCY_KEY = 255
+# A cursor's position is an OrderView.placed_position.
+_POSITION = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
 class OrderPagination(CursorPagination):
     ordering = "-placed_position"
     page_size = 50
@@ -125,11 +136,26 @@ class OrderPagination(CursorPagination):
 
     def decode_cursor(self, request: Request) -> Any:
         # A cursor the client garbled is a bad parameter (400), not a
-        # missing resource (DRF's 404).
+        # missing resource (DRF's 404); so is one that decodes to a
+        # position that is not a number, which the query would choke on.
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound as exc:
             raise ValidationError({"cursor": [str(exc.detail)]}) from exc
+        position = cursor.position if cursor else None
+        if position is not None and not _POSITION.fullmatch(position):
+            raise ValidationError({"cursor": [self.invalid_cursor_message]})
+        return cursor
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not (_POSITION.fullmatch(raw) and 1 <= int(raw) <= self.max_page_size):
+            raise ValidationError(
+                {"page_size": [f"a whole number from 1 to {self.max_page_size}"]}
+            )
+        return int(raw)
 
 
 class OrderFilter(filters.FilterSet):

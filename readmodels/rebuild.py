@@ -54,7 +54,7 @@ from .columns import preparer
 from .models import Change, Checkpoint, Topic
 from .topics import announce_resets
 
-__all__ = ["RebuildResult", "ShadowTable", "rebuild"]
+__all__ = ["RebuildFailed", "RebuildResult", "ShadowTable", "rebuild"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ VERSION_COLUMN = "version"
 LOG_TOPICS = 20
 
 Progress = Callable[[int, int], None]
+
+
+class RebuildFailed(Exception):
+    """The fold could not apply an event; the live tables are untouched."""
 
 
 class Builder(Protocol):
@@ -136,7 +140,14 @@ def rebuild(
             if skipped:
                 events = [e for e in events if e.position not in skipped]
             with result.timed("fold"):
-                builder.apply_batch(events)
+                try:
+                    builder.apply_batch(events)
+                except Exception as exc:
+                    raise RebuildFailed(
+                        f"{projection.name} could not apply the events at "
+                        f"positions {events[0].position} to {page_end}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
             result.events += len(events)
             result.position = page_end
             if progress:
@@ -221,7 +232,8 @@ def rebuild(
 
 def _skipped_positions(name: str) -> set[int]:
     row = Checkpoint.objects.filter(name=name).first()
-    return set(row.skipped_positions) if row else set()
+    # Each skip is recorded as {"position", "error", "skipped_at"}.
+    return {skip["position"] for skip in row.skipped_positions} if row else set()
 
 
 def _write(builder: Builder, shadows: list[ShadowTable], result: RebuildResult) -> None:

@@ -26,6 +26,8 @@ def issue_ticket(user: Any) -> WatchTicket:
 
 def redeem_ticket(key: str) -> Any | None:
     """The ticket's user, once: a second use, or a late one, finds none."""
+    if not _may_be_key(key):
+        return None
     now = timezone.now()
     claimed = WatchTicket.objects.filter(
         key=key, used_at__isnull=True, expires_at__gt=now
@@ -36,8 +38,15 @@ def redeem_ticket(key: str) -> Any | None:
 
 
 def user_for_token(key: str) -> Any | None:
+    if not _may_be_key(key):
+        return None
     token = Token.objects.select_related("user").filter(key=key).first()
     return token.user if token else None
+
+
+def _may_be_key(key: str) -> bool:
+    # Keys are short and printable; PostgreSQL refuses a NUL in a lookup.
+    return len(key) <= 100 and "\x00" not in key
 
 
 def credentials(scope: dict) -> tuple[str, str] | None:

@@ -9,6 +9,7 @@ a thread or a database connection.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -83,15 +84,17 @@ def _since(request: HttpRequest) -> int | None:
         raise WatchError(400, "validation_error", str(exc)) from exc
 
 
+_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?", re.ASCII)
+
+
 def _timeout(request: HttpRequest) -> float:
     raw = request.GET.get("timeout")
     most = conf.get("LONG_POLL_MAX_TIMEOUT_SECS")
     if raw is None:
         return conf.get("LONG_POLL_TIMEOUT_SECS")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    # Seconds as plain ASCII decimals: float() would also take "1e1",
+    # "nan" and other scripts' digits.
+    value = float(raw) if _SECONDS.fullmatch(raw) else -1.0
     if not 0 <= value <= most:
         raise WatchError(
             400, "validation_error", f"timeout must be a number of seconds, 0 to {most}"
@@ -100,7 +103,12 @@ def _timeout(request: HttpRequest) -> float:
 
 
 def wants_event_stream(request: HttpRequest) -> bool:
-    return "text/event-stream" in request.headers.get("Accept", "")
+    """Whether the client names an event stream in its Accept header and
+    prefers it to JSON, by q-values (``q=0`` refuses one)."""
+    if "text/event-stream" not in request.headers.get("Accept", "").lower():
+        return False
+    preferred = request.get_preferred_type(["application/json", "text/event-stream"])
+    return preferred == "text/event-stream"
 
 
 @method_decorator(csrf_exempt, name="dispatch")

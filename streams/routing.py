@@ -8,11 +8,11 @@ from . import websocket
 websocket_urlpatterns = [
     re_path(r"^ws/v1/?$", websocket.MultiplexWatchConsumer.as_asgi()),
     re_path(
-        r"^api/v1/orders/(?P<order_id>[^/]+)/watch/?$",
+        r"^api/v1/orders/(?P<order_id>[^/\x00]+)/watch/?$",
         websocket.OrderWatchConsumer.as_asgi(),
     ),
     re_path(
-        r"^api/v1/customers/(?P<customer_id>[^/]+)/orders/watch/?$",
+        r"^api/v1/customers/(?P<customer_id>[^/\x00]+)/orders/watch/?$",
         websocket.CustomerOrdersWatchConsumer.as_asgi(),
     ),
     re_path(r"^api/v1/dashboard/watch/?$", websocket.DashboardWatchConsumer.as_asgi()),

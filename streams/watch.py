@@ -44,6 +44,10 @@ VERSION_AHEAD = "version_ahead"
 
 # Versions fit PostgreSQL's bigint; anything larger is not a version.
 MAX_VERSION = 2**63 - 1
+# ASCII digits only (str.isdigit also takes "²" and "١", which int() refuses
+# or reads), and no more than the largest version has; a longer run is too
+# large whatever it says.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,19}", re.ASCII)
 
 _TOPIC_FORMS = (
     re.compile(r"orders/(?P<order_id>[^/]{1,100})"),
@@ -90,10 +94,11 @@ def parse_since(raw: Any) -> int | None:
         raise InvalidSince("since must be a whole number, not a boolean")
     if isinstance(raw, int):
         value = raw
-    elif isinstance(raw, str) and raw.strip().isdigit():
-        value = int(raw.strip())
+    elif isinstance(raw, str) and _WHOLE_NUMBER.fullmatch(raw):
+        value = int(raw)
     else:
-        raise InvalidSince(f"since must be a whole number of 0 or more, not {raw!r}")
+        shown = raw if len(str(raw)) <= 40 else f"{str(raw)[:40]}..."
+        raise InvalidSince(f"since must be a whole number of 0 or more, not {shown!r}")
     if value < 0:
         raise InvalidSince(f"since must be 0 or more, not {value}")
     if value > MAX_VERSION:

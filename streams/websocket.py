@@ -28,7 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
 
 from accounts.access import Access
-from api.parsers import is_unicode
+from api.parsers import is_storable
 from readmodels.models import Topic
 
 from . import conf, metrics, shutdown
@@ -346,12 +346,12 @@ class MultiplexWatchConsumer(BaseWatchConsumer):
                 error_message("invalid_frame", "a frame is a JSON object")
             )
             return
-        if not is_unicode(frame):
+        if not is_storable(frame):
             await self.send_json(
                 error_message(
                     "invalid_frame",
-                    "the frame holds a lone surrogate escape (\\ud800-\\udfff), "
-                    "which is not text",
+                    "the frame holds a NUL character or a lone surrogate escape "
+                    "(\\ud800-\\udfff), which are not text",
                 )
             )
             return

@@ -7,7 +7,7 @@ import pytest
 from events.models import StoredEvent
 from events.orders import MAX_ITEMS
 from readmodels.models import Change
-from tests.conftest import place_order
+from tests.conftest import ONE_ITEM, place_order
 
 pytestmark = pytest.mark.django_db
 
@@ -111,4 +111,93 @@ def test_a_body_above_the_upload_limit_is_a_json_413(alice_client, settings):
     assert response.status_code == 413
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"]["code"] == "payload_too_large"
+    assert StoredEvent.objects.count() == 0
+
+
+def validation_error_of(response) -> dict:
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    return error
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/orders/%00",
+        "/api/v1/customers/%00/orders",
+        "/api/v1/orders/%00/watch?timeout=0",
+        "/api/v1/orders/?customer_id=c-alice%00",
+        "/api/v1/dashboard/watch?ticket=%00",
+    ],
+)
+def test_a_nul_in_the_url_is_a_400_on_every_database(alice_client, path):
+    # PostgreSQL refuses a NUL in any text it is asked to compare.
+    error = validation_error_of(alice_client.get(path))
+
+    assert "NUL" in error["message"]
+
+
+def test_a_nul_in_a_command_url_or_body_appends_nothing(alice_client):
+    order = place_order(alice_client)
+
+    by_url = alice_client.post("/api/v1/orders/%00/pay", {"amount": "1.00"})
+    by_body = alice_client.post(
+        f"/api/v1/orders/{order['id']}/cancel",
+        '{"reason": "nul \\u0000 inside"}',
+        content_type="application/json",
+    )
+
+    validation_error_of(by_url)
+    assert "NUL" in validation_error_of(by_body)["message"]
+    assert StoredEvent.objects.count() == 1
+
+
+def test_an_idempotency_key_too_long_to_keep_whole_is_refused(alice_client):
+    key = "p" * 255
+    first = alice_client.post(
+        "/api/v1/orders/", ONE_ITEM, format="json", HTTP_IDEMPOTENCY_KEY=key + "-1"
+    )
+
+    error = validation_error_of(first)
+
+    assert list(error["details"]) == ["Idempotency-Key"]
+    assert StoredEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=garbage",
+        # Decodes, but to positions that are not numbers.
+        "cursor=cD14",
+        "cursor=cj0xJnA9eno=",
+        "page_size=0",
+        "page_size=-1",
+        "page_size=abc",
+        "page_size=501",
+    ],
+)
+def test_bad_paging_parameters_are_a_400(alice_client, query):
+    place_order(alice_client)
+
+    error = validation_error_of(alice_client.get(f"/api/v1/orders/?{query}"))
+
+    assert list(error["details"]) == [query.split("=")[0]]
+
+
+def test_an_event_feed_position_beyond_64_bits_is_a_400(staff_client):
+    error = validation_error_of(staff_client.get("/api/v1/events/?after=" + "9" * 20))
+
+    assert list(error["details"]) == ["after"]
+
+
+@pytest.mark.parametrize("price", ["1e5", " 12.50", "١٢.٥٠", "12.", ".5", "+1"])
+def test_money_is_plain_decimal_text(alice_client, price):
+    body = {"items": [{"sku": "tea", "quantity": 1, "unit_price": price}]}
+
+    response = alice_client.post("/api/v1/orders/", body, format="json")
+
+    error = validation_error_of(response)
+    assert list(error["details"]["items"]["0"]) == ["unit_price"]
     assert StoredEvent.objects.count() == 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from events.store import head_position
 from readmodels import rebuild as rebuild_module
 from readmodels.models import Checkpoint, CustomerOrders, Dashboard, OrderView
 from readmodels.projector import projection_named, replay
-from readmodels.rebuild import ShadowTable, rebuild
+from readmodels.rebuild import RebuildFailed, ShadowTable, rebuild
 from readmodels.worker import ProjectionWorker
 from tests.conftest import place_order
 from tests.readmodels.test_replay import history, read_model_rows, run  # noqa: F401
@@ -105,8 +106,11 @@ def test_a_rebuild_that_fails_leaves_the_live_tables_as_they_were(
 
     monkeypatch.setattr(projection, "builder", failing_builder)
 
-    with pytest.raises(RuntimeError, match="projector bug"):
+    with pytest.raises(RebuildFailed, match="RuntimeError: projector bug"):
         replay(projection)
+    # An operator gets the positions and the error, not a traceback.
+    with pytest.raises(CommandError, match=r"orders could not apply the events at"):
+        call_command("replay_projections", "orders", "--no-progress")
 
     assert read_model_rows() == live
     assert table_names() == tables
@@ -120,9 +124,13 @@ def test_rebuilding_an_async_projection_moves_its_checkpoint_and_keeps_skips(
     while ProjectionWorker().step():
         pass
     live = list(Dashboard.objects.values())
+    # As if the last event had stopped the projection and been skipped.
     checkpoint = Checkpoint.objects.get(name="dashboard")
-    checkpoint.skipped_positions = [head_position()]
+    checkpoint.state = Checkpoint.FAILED
+    checkpoint.failed_position = head_position()
+    checkpoint.position = head_position() - 1
     checkpoint.save()
+    call_command("skip_event", "dashboard", "--position", str(head_position()))
     last = OrderView.objects.get(order_id=history[3])
 
     replay(projection_named("dashboard"))
@@ -134,9 +142,8 @@ def test_rebuilding_an_async_projection_moves_its_checkpoint_and_keeps_skips(
     assert rebuilt.by_status["placed"] == before["placed"] + 1
     assert last.status == "cancelled"
     assert Checkpoint.objects.get(name="dashboard").position == head_position()
-    assert Checkpoint.objects.get(name="dashboard").skipped_positions == [
-        head_position()
-    ]
+    skipped = Checkpoint.objects.get(name="dashboard").skipped_positions
+    assert [skip["position"] for skip in skipped] == [head_position()]
 
 
 @pytest.mark.django_db

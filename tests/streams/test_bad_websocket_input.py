@@ -88,3 +88,26 @@ async def test_a_frame_over_the_servers_limit_closes_with_1009(server, alice):
 
     assert frames == []
     assert code == 1009
+
+
+async def test_nul_characters_are_refused_without_closing_other_topics(server, alice):
+    # PostgreSQL refuses a NUL in any text: the topic, the path, the ticket.
+    _, token = alice
+    base = server.replace("http", "ws")
+
+    async with connect(f"{base}/ws/v1/", additional_headers=auth(token)) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "topic": "orders/\x00"}))
+        in_frame = json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "ping", "ref": "still"}))
+        pong = json.loads(await ws.recv())
+    async with connect(
+        f"{base}/api/v1/orders/%00/watch", additional_headers=auth(token)
+    ) as ws:
+        _, in_path = await closing(ws)
+    async with connect(f"{base}/ws/v1/?ticket=%00") as ws:
+        _, in_ticket = await closing(ws)
+
+    assert in_frame["code"] == "invalid_frame"
+    assert pong == {"type": "pong", "ref": "still"}
+    assert in_path == 4404
+    assert in_ticket == 4401

@@ -91,7 +91,20 @@ async def test_long_poll_since_ahead_is_410_with_the_reset_object(server, alice)
 
 
 @pytest.mark.parametrize(
-    "query", ["since=-1", "since=abc", "since=1e3", "timeout=61", "timeout=x"]
+    "query",
+    [
+        "since=-1",
+        "since=abc",
+        "since=1e3",
+        "since=%C2%B2",
+        "since=%D9%A1",
+        "since=" + "9" * 5000,
+        "timeout=61",
+        "timeout=x",
+        "timeout=1e1",
+        "timeout=nan",
+        "timeout=-1",
+    ],
 )
 async def test_long_poll_bad_parameters_are_a_400_error(server, alice, query):
     _, token = alice

@@ -6,7 +6,9 @@ import asyncio
 
 import httpx
 import pytest
+from django.test import RequestFactory
 
+from streams.http import wants_event_stream
 from tests.conftest import ONE_ITEM
 from tests.streams.conftest import sse_events
 
@@ -158,3 +160,22 @@ async def test_sse_response_headers_stop_buffering(server, alice):
     assert headers["cache-control"].startswith("no-cache")
     assert headers["x-accel-buffering"] == "no"
     assert headers.get("content-encoding", "identity") == "identity"
+
+
+@pytest.mark.parametrize(
+    ("accept", "event_stream"),
+    [
+        ("text/event-stream", True),
+        ("TEXT/Event-Stream", True),
+        ("text/event-stream, application/json;q=0.5", True),
+        ("text/event-stream;q=0, application/json", False),
+        ("application/json, text/event-stream;q=0.1", False),
+        ("*/*", False),
+        (None, False),
+    ],
+)
+def test_the_accept_header_picks_sse_by_media_type_and_q_value(accept, event_stream):
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    request = RequestFactory().get("/api/v1/dashboard/watch", **headers)
+
+    assert wants_event_stream(request) is event_stream

@@ -178,7 +178,10 @@ async def test_since_ahead_of_the_topic_gets_a_reset(alice):
     await ws.disconnect()
 
 
-@pytest.mark.parametrize("since", [-1, "abc", 1.5, True, 2**64])
+# "²" and "١٢" pass str.isdigit; 5,000 digits are past int()'s limit.
+@pytest.mark.parametrize(
+    "since", [-1, "abc", 1.5, True, 2**64, "²", "١٢", " 0 ", "9" * 5000]
+)
 async def test_a_bad_since_gets_an_error_frame_and_the_socket_stays_open(alice, since):
     _, token = alice
     order = await place(token)
@@ -364,7 +367,9 @@ async def test_bad_frames_get_errors_and_leave_other_subscriptions_working(alice
     await ws.disconnect()
 
 
-@pytest.mark.parametrize("since", ["abc", "-1", str(10**30), "1.5"])
+@pytest.mark.parametrize(
+    "since", ["abc", "-1", str(10**30), "1.5", "%C2%B2", "9" * 5000]
+)
 async def test_a_bad_since_on_a_resource_watch_is_an_error_then_close_4400(
     alice, since
 ):

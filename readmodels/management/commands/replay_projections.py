@@ -14,7 +14,7 @@ from tqdm import tqdm
 from events.scan import PAGE_SIZE
 from events.store import head_position
 from readmodels.projector import ASYNC_PROJECTIONS, INLINE_PROJECTIONS, projection_named
-from readmodels.rebuild import rebuild
+from readmodels.rebuild import RebuildFailed, rebuild
 
 
 class Command(BaseCommand):
@@ -51,13 +51,20 @@ class Command(BaseCommand):
                 bar.total = head
                 bar.update(position - bar.n)
 
-            result = rebuild(
-                projection,
-                page_size=batch_size,
-                progress=progress,
-                asynchronous=projection in ASYNC_PROJECTIONS,
-            )
-            bar.close()
+            try:
+                result = rebuild(
+                    projection,
+                    page_size=batch_size,
+                    progress=progress,
+                    asynchronous=projection in ASYNC_PROJECTIONS,
+                )
+            except RebuildFailed as exc:
+                raise CommandError(
+                    f"{exc}; the live read model is unchanged. Fix the "
+                    "projection, or the event's upcaster, and replay again."
+                ) from exc
+            finally:
+                bar.close()
             self.stdout.write(
                 f"projection {projection.name}: {result.events} events replayed "
                 f"to position {result.position}; the switch held the store "
