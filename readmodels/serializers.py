@@ -4,6 +4,7 @@ and by change messages alike, so both carry the same bytes for a value."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from rest_framework import serializers
 
@@ -11,6 +12,12 @@ from .models import OrderView
 from .topics import customer_orders_topic, order_topic
 
 API_ROOT = "/api/v1"
+
+
+def segment(name: str) -> str:
+    """An id as one URL path segment: ``?``, ``#``, ``%`` and the like
+    percent-encoded, so that a link leads to the resource it names."""
+    return quote(name, safe="")
 
 
 def watch_links(resource_path: str, topic: str) -> dict[str, Any]:
@@ -41,9 +48,9 @@ class OrderViewSerializer(serializers.Serializer):
 
     def get__links(self, order: OrderView) -> dict[str, Any]:
         links = watch_links(
-            f"{API_ROOT}/orders/{order.order_id}", order_topic(order.order_id)
+            f"{API_ROOT}/orders/{segment(order.order_id)}", order_topic(order.order_id)
         )
-        customer_path = f"{API_ROOT}/customers/{order.customer_id}/orders"
+        customer_path = f"{API_ROOT}/customers/{segment(order.customer_id)}/orders"
         links["customer_orders"] = {"href": customer_path}
         return links
 
@@ -53,5 +60,5 @@ def order_representation(order: OrderView) -> dict[str, Any]:
 
 
 def customer_orders_links(customer_id: str) -> dict[str, Any]:
-    path = f"{API_ROOT}/customers/{customer_id}/orders"
+    path = f"{API_ROOT}/customers/{segment(customer_id)}/orders"
     return watch_links(path, customer_orders_topic(customer_id))

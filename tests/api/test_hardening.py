@@ -201,3 +201,16 @@ def test_money_is_plain_decimal_text(alice_client, price):
     error = validation_error_of(response)
     assert list(error["details"]["items"]["0"]) == ["unit_price"]
     assert StoredEvent.objects.count() == 0
+
+
+def test_links_lead_to_resources_whose_ids_hold_url_characters(staff_client):
+    body = {"customer_id": "c?x#1 %", "items": ONE_ITEM["items"]}
+    order = staff_client.post("/api/v1/orders/", body, format="json").json()
+
+    link = order["_links"]["customer_orders"]["href"]
+    listed = staff_client.get(link)
+
+    assert link == "/api/v1/customers/c%3Fx%231%20%25/orders"
+    assert listed.status_code == 200
+    assert [o["id"] for o in listed.json()["orders"]] == [order["id"]]
+    assert listed.json()["_links"]["self"]["href"] == link
