@@ -9,6 +9,7 @@ Served by ``bench/fanout.py`` only.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,14 +24,29 @@ class TrivialGroupConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         query = parse_qs(self.scope["query_string"].decode())
         self.group = group_name(query["topic"][0])
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await patiently(self.channel_layer.group_add, self.group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await patiently(self.channel_layer.group_discard, self.group, self.channel_name)
 
     async def change_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["message"])
+
+
+async def patiently(operation: Any, *args: Any) -> None:
+    """A group operation, tried again while the Redis layer's connection
+    pool is exhausted: a thousand sockets that connect at once each make
+    their own, and without this some never join and the run waits for
+    them (Lookout's hub makes one per process and topic)."""
+    for attempt in range(50):
+        try:
+            await operation(*args)
+            return
+        except Exception as exc:
+            if type(exc).__name__ != "MaxConnectionsError" or attempt == 49:
+                raise
+            await asyncio.sleep(0.02 * (attempt + 1))
 
 
 trivial = TrivialGroupConsumer.as_asgi()
