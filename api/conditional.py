@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
@@ -34,11 +36,20 @@ def expected_version(request: Request) -> int | None:
     header = request.headers.get("If-Match")
     if header is None:
         return None
+    if header.strip().startswith("W/"):
+        # If-Match compares strongly (RFC 9110): a weak tag matches nothing.
+        raise ValidationError(
+            {"If-Match": ['a weak ETag never matches; send the ETag as given, "3"']}
+        )
     tags = _tags(header)
     if tags == ["*"]:
         return None
-    if len(tags) != 1 or not tags[0].isdigit():
+    if len(tags) != 1 or not _VERSION.fullmatch(tags[0]):
         raise ValidationError(
             {"If-Match": ['expected one version as an ETag, for example "3"']}
         )
     return int(tags[0])
+
+
+# ASCII digits only: str.isdigit also takes "²", which int() refuses.
+_VERSION = re.compile(r"[0-9]{1,18}", re.ASCII)

@@ -461,7 +461,9 @@ def test_a_body_that_is_not_json_answers_400(alice_client):
     assert StoredEvent.objects.count() == 0
 
 
-@pytest.mark.parametrize("if_match", ['"abc"', '"1", "2"', "W/"])
+@pytest.mark.parametrize(
+    "if_match", ['"abc"', '"1", "2"', "W/", 'W/"1"', '"²"', '"' + "9" * 30 + '"']
+)
 def test_an_if_match_that_is_not_one_version_answers_400(alice_client, if_match):
     order = place_order(alice_client)
 
