@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
+
+from .parsers import whole_number
 
 
 def etag(version: int) -> str:
@@ -44,12 +44,9 @@ def expected_version(request: Request) -> int | None:
     tags = _tags(header)
     if tags == ["*"]:
         return None
-    if len(tags) != 1 or not _VERSION.fullmatch(tags[0]):
+    version = whole_number(tags[0], 18) if len(tags) == 1 else None
+    if version is None:
         raise ValidationError(
             {"If-Match": ['expected one version as an ETag, for example "3"']}
         )
-    return int(tags[0])
-
-
-# ASCII digits only: str.isdigit also takes "²", which int() refuses.
-_VERSION = re.compile(r"[0-9]{1,18}", re.ASCII)
+    return version

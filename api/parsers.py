@@ -7,7 +7,16 @@ from typing import Any
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-__all__ = ["JSONParser", "is_storable"]
+__all__ = ["JSONParser", "is_storable", "whole_number"]
+
+
+def whole_number(text: str, max_digits: int) -> int | None:
+    """``text`` as a number if it is 1 to ``max_digits`` ASCII digits, else
+    None. (``str.isdigit`` alone also takes "²" and "١", which ``int()``
+    refuses or reads, and ``int()`` refuses very long runs.)"""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def is_storable(value: Any) -> bool:

@@ -17,13 +17,19 @@ MAX_QUANTITY = 1_000_000
 # finding its value changed.
 
 
-class Text(serializers.CharField):
+class StringOnly:
+    """A field mixin that refuses anything but a JSON string."""
+
     default_error_messages = {"not_a_string": "give a string, not {kind}"}
 
-    def to_internal_value(self, data: Any) -> str:
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):
             self.fail("not_a_string", kind=_json_kind(data))
         return super().to_internal_value(data)
+
+
+class Text(StringOnly, serializers.CharField):
+    pass
 
 
 class Name(Text, serializers.RegexField):
@@ -43,7 +49,7 @@ class Count(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class Money(serializers.DecimalField):
+class Money(StringOnly, serializers.DecimalField):
     """An amount as a decimal string, never a JSON number: a number may
     already have been rounded in binary floating point on its way."""
 
@@ -55,9 +61,7 @@ class Money(serializers.DecimalField):
         super().__init__(max_digits=max_digits, decimal_places=2, min_value=0, **kwargs)
 
     def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str):
-            self.fail("not_a_string", kind=_json_kind(data))
-        if not _DECIMAL_TEXT.fullmatch(data):
+        if isinstance(data, str) and not _DECIMAL_TEXT.fullmatch(data):
             # Decimal() also reads "1e5", " 12.50 " and other scripts' digits.
             self.fail("invalid")
         return super().to_internal_value(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,7 @@ from readmodels.serializers import (
 
 from .conditional import etag, expected_version, if_none_match
 from .openapi import command_schema, read_schema
+from .parsers import whole_number
 from .serializers import (
     CancelSerializer,
     ItemSerializer,
@@ -124,8 +124,6 @@ def _valid(serializer_class: type, request: Request) -> dict[str, Any]:
 
 
 MAX_IDEMPOTENCY_KEY = 255
-# A cursor's position is an OrderView.placed_position.
-_POSITION = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 class OrderPagination(CursorPagination):
@@ -142,8 +140,9 @@ class OrderPagination(CursorPagination):
             cursor = super().decode_cursor(request)
         except NotFound as exc:
             raise ValidationError({"cursor": [str(exc.detail)]}) from exc
+        # Its position is an OrderView.placed_position.
         position = cursor.position if cursor else None
-        if position is not None and not _POSITION.fullmatch(position):
+        if position is not None and whole_number(position, 18) is None:
             raise ValidationError({"cursor": [self.invalid_cursor_message]})
         return cursor
 
@@ -151,11 +150,12 @@ class OrderPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not (_POSITION.fullmatch(raw) and 1 <= int(raw) <= self.max_page_size):
+        size = whole_number(raw, 18)
+        if size is None or not 1 <= size <= self.max_page_size:
             raise ValidationError(
                 {"page_size": [f"a whole number from 1 to {self.max_page_size}"]}
             )
-        return int(raw)
+        return size
 
 
 class OrderFilter(filters.FilterSet):

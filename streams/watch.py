@@ -19,6 +19,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from api.parsers import whole_number
 from readmodels.models import Change, OrderView
 from readmodels.topics import current_version
 
@@ -44,10 +45,6 @@ VERSION_AHEAD = "version_ahead"
 
 # Versions fit PostgreSQL's bigint; anything larger is not a version.
 MAX_VERSION = 2**63 - 1
-# ASCII digits only (str.isdigit also takes "²" and "١", which int() refuses
-# or reads), and no more than the largest version has; a longer run is too
-# large whatever it says.
-_WHOLE_NUMBER = re.compile(r"[0-9]{1,19}", re.ASCII)
 
 _TOPIC_FORMS = (
     re.compile(r"orders/(?P<order_id>[^/]{1,100})"),
@@ -92,11 +89,11 @@ def parse_since(raw: Any) -> int | None:
         return None
     if isinstance(raw, bool):
         raise InvalidSince("since must be a whole number, not a boolean")
-    if isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, str) and _WHOLE_NUMBER.fullmatch(raw):
-        value = int(raw)
-    else:
+    value = raw if isinstance(raw, int) else None
+    if isinstance(raw, str):
+        # No more digits than the largest version has.
+        value = whole_number(raw, len(str(MAX_VERSION)))
+    if value is None:
         shown = raw if len(str(raw)) <= 40 else f"{str(raw)[:40]}..."
         raise InvalidSince(f"since must be a whole number of 0 or more, not {shown!r}")
     if value < 0:

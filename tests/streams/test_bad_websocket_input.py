@@ -14,12 +14,9 @@ import websockets
 from websockets.asyncio.client import connect
 
 from tests.conftest import ONE_ITEM
+from tests.streams.test_longpoll import auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Token {token}"}
 
 
 async def closing(ws) -> tuple[list[dict], int]:
