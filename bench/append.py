@@ -5,18 +5,22 @@ event per transaction with one writer; one event per transaction with four
 writers on distinct streams (processes, each with its own connection); and
 batches of 100 events per transaction with one writer. The contenders:
 
-- raw INSERT: the driver (psycopg, sqlite3) inserts the same rows into
-  ``bench_raw_event``, a copy of ``events_event`` with its indexes and
-  constraints, ``RETURNING position``, one transaction each: the baseline;
+- raw INSERT, autocommit: the driver (psycopg, sqlite3) inserts the same
+  rows into ``bench_raw_event``, a copy of ``events_event`` with its indexes
+  and constraints, ``RETURNING position``, one statement that the database
+  commits as it ends: the baseline, the least an append can cost;
+- raw INSERT in BEGIN/COMMIT: the same INSERT in an explicit transaction,
+  as most code writes it;
 - raw INSERT in Django's atomic: the same INSERT through the driver under
   Django's connection, inside ``transaction.atomic()``, as Lookout's append
   runs: what Django's transaction handling costs;
 - raw INSERT + store protocol: the raw INSERT, after the store-wide lock
   (PostgreSQL advisory xact lock and ``pg_notify``; SQLite ``BEGIN
   IMMEDIATE``) and a stream-version read, as separate statements;
-- Lookout ``append_to_stream`` with stream_type ``bench`` and the append
-  hooks detached in its writers: the store's append alone, with its lock,
-  version check and NOTIFY (on PostgreSQL one call of its stored function);
+- Lookout ``append_to_stream`` with stream_type ``bench``, which no inline
+  projection reads: the store's append alone, with its lock, version check
+  and NOTIFY, as one statement in autocommit (on PostgreSQL one call of its
+  stored function);
 - Lookout ``append_to_stream`` with stream_type ``order`` and the hooks on:
   the same events with the inline orders projection applying them, for
   reference;
@@ -87,7 +91,8 @@ SHAPES = (
 )
 
 CONTENDERS = (
-    ("raw", "raw INSERT (baseline)"),
+    ("raw", "raw INSERT, autocommit (baseline)"),
+    ("raw_txn", "raw INSERT in BEGIN/COMMIT"),
     ("atomic", "raw INSERT in Django atomic"),
     ("protocol", "raw INSERT + lock + version read"),
     ("lookout", "Lookout append, stream_type bench"),
@@ -96,6 +101,7 @@ CONTENDERS = (
 )
 RAW_TABLES = {
     "raw": "bench_raw_event",
+    "raw_txn": "bench_txn_event",
     "atomic": "bench_atomic_event",
     "protocol": "bench_protocol_event",
 }
@@ -326,25 +332,37 @@ def make_appender(database: ScratchDatabase, contender: str) -> Any:
         return AtomicAppender(database, RAW_TABLES[contender])
     if contender in RAW_TABLES:
         table = RAW_TABLES[contender]
-        return RawAppender(database, table, protocol=contender == "protocol")
+        return RawAppender(
+            database,
+            table,
+            autocommit=contender == "raw",
+            protocol=contender == "protocol",
+        )
     if contender == "lookout":
-        return LookoutAppender(STREAM_TYPE, hooks=False)
+        return LookoutAppender(STREAM_TYPE)
     if contender == "lookout_order":
-        return LookoutAppender("order", hooks=True)
+        return LookoutAppender("order")
     return PeerAppender(database)
 
 
 class RawAppender:
     """The driver alone: ``INSERT ... RETURNING position`` of the rows
-    ``append_to_stream`` would store, one transaction per append. With
-    ``protocol``, first the store's lock and the stream-version read."""
+    ``append_to_stream`` would store, one transaction per append: with
+    ``autocommit``, the statement alone; else in BEGIN (IMMEDIATE on SQLite,
+    as Lookout's settings ask of Django) and COMMIT. With ``protocol``,
+    first the store's lock and the stream-version read."""
 
-    def __init__(self, database: ScratchDatabase, table: str, protocol: bool) -> None:
+    def __init__(
+        self, database: ScratchDatabase, table: str, autocommit: bool, protocol: bool
+    ) -> None:
         self.postgres = database.kind == "postgres"
         self.connection = database.connect()
-        if not self.postgres:
-            # Explicit BEGIN IMMEDIATE, as Lookout's settings ask of Django.
+        if self.postgres:
+            self.connection.autocommit = autocommit
+        else:
+            # Autocommit, so that only the BEGIN below opens a transaction.
             self.connection.isolation_level = None
+        self.autocommit = autocommit
         self.table = table
         self.protocol = protocol
         self.inserts: dict[int, str] = {}
@@ -355,6 +373,9 @@ class RawAppender:
 
     def append(self, stream_id: str, expected_version: int, events: tuple) -> None:
         rows = self._rows(stream_id, expected_version, events)
+        if self.autocommit:
+            self._insert(stream_id, expected_version, rows)
+            return
         if self.postgres:
             with self.connection.transaction():
                 self._insert(stream_id, expected_version, rows)
@@ -458,18 +479,13 @@ class AtomicAppender(RawAppender):
 
 
 class LookoutAppender:
-    """``append_to_stream`` through Django, as a command handler calls it.
+    """``append_to_stream`` through Django, as a command handler calls it:
+    for ``stream_type`` "order" the inline orders projection runs in the
+    append's transaction; for "bench", which no projection reads, the
+    store's append runs alone."""
 
-    Without ``hooks``, the append hooks (the inline orders projection) are
-    detached in this writer process: the figure is the store's append.
-    """
-
-    def __init__(self, stream_type: str, hooks: bool) -> None:
-        from events import store
-
+    def __init__(self, stream_type: str) -> None:
         self.stream_type = stream_type
-        if not hooks:
-            store._append_hooks.clear()
 
     def append(self, stream_id: str, expected_version: int, events: tuple) -> None:
         from events.records import NewEvent
@@ -549,10 +565,16 @@ def print_report(results: dict[str, dict[str, Any]]) -> None:
         "many) or stops when its --seconds run out."
     )
     print(
-        "Lookout 'stream_type bench' is the store's append alone: its writers "
-        "detach the append hooks (events.store._append_hooks, where "
-        "readmodels.projector.project_inline sits); store lock, version check, "
+        "Lookout 'stream_type bench' is the store's append alone: no inline "
+        "projection reads that stream type, so no append hook runs and the "
+        "append is one statement in autocommit; store lock, version check, "
         "NOTIFY and positions in commit order all stay."
+    )
+    print(
+        "raw INSERT, autocommit: one statement that the database commits as "
+        "it ends, the shape of Lookout's append when it is a transaction of "
+        "its own; raw INSERT in BEGIN/COMMIT: two more statements (psycopg "
+        "sends BEGIN as a round trip of its own)."
     )
     print(
         "raw INSERT in Django atomic: the raw INSERT, no lock or version check, "

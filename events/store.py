@@ -17,6 +17,12 @@ unless the stream is at the expected version. Its parameters are ready
 before the transaction begins, so the lock covers the statement, the
 append hooks and the commit, and nothing else.
 
+An append that is a transaction of its own, with no append hook for its
+stream type (no inline projection reads it), is that statement alone in
+autocommit: the database commits it as it ends, with no BEGIN or COMMIT
+round trip and none of Django's transaction bookkeeping. Inside a
+transaction, or with a hook to run, it joins ``transaction.atomic``.
+
 Limit: one writer at a time across the whole store, and the lock is held
 through the commit. On this machine a PostgreSQL commit costs a few tenths
 of a millisecond (the WAL flush and a round trip), so writers on distinct
@@ -82,6 +88,8 @@ AppendHook = Callable[[list[RecordedEvent]], None]
 # An event on its way in: its id, the event, its metadata.
 _Row = tuple[uuid.UUID, NewEvent, dict[str, Any]]
 _append_hooks: list[AppendHook] = []
+# The stream types a hook asked for; a hook missing here hears of all.
+_hook_stream_types: dict[AppendHook, frozenset[str]] = {}
 _commit_listeners: list[Callable[[], None]] = []
 
 # SQLite has one writer at a time, and a connection that finds it busy
@@ -125,15 +133,30 @@ def write_transaction() -> Iterator[None]:
         end_turn()
 
 
-def on_append(hook: AppendHook) -> AppendHook:
-    """Run ``hook`` inside every append's transaction, after the insert.
+def on_append(
+    hook: AppendHook, stream_types: Sequence[str] | None = None
+) -> AppendHook:
+    """Run ``hook`` inside the transaction of every append to a stream of
+    one of ``stream_types`` (of any type if None), after the insert.
 
     Inline projections register here. An exception in a hook rolls the
     append back with it, and with it the caller's transaction, if any.
     """
     if hook not in _append_hooks:
         _append_hooks.append(hook)
+    if stream_types is None:
+        _hook_stream_types.pop(hook, None)
+    else:
+        _hook_stream_types[hook] = frozenset(stream_types)
     return hook
+
+
+def _hooks_for(stream_type: str) -> list[AppendHook]:
+    return [
+        hook
+        for hook in _append_hooks
+        if stream_type in _hook_stream_types.get(hook, (stream_type,))
+    ]
 
 
 def on_append_committed(listener: Callable[[], None]) -> None:
@@ -178,22 +201,30 @@ def append_to_stream(
         db, stream_id, stream_type, expected_version, rows, now
     )
 
+    hooks = _hooks_for(stream_type)
     recorded: list[RecordedEvent] = []
-    with transaction.atomic(savepoint=False):
-        positions = _insert_rows(db, stream_id, expected_version, statements)
+    if not hooks and len(statements) == 1 and _autocommits(db):
+        positions = _append_alone(db, stream_id, expected_version, statements[0])
         if not positions:
-            # Nothing was written; the store lock, held until the
-            # transaction ends, keeps the stream where the check found it.
+            # Read after the refusal: the stream may have moved on since,
+            # as no lock holds it now.
             current = stream_version(stream_id)
-        else:
-            if _append_hooks:
-                recorded = _recorded_events(
-                    stream_id, stream_type, expected_version, rows, positions, now
-                )
-                for hook in _append_hooks:
-                    hook(recorded)
-            if _commit_listeners:
-                transaction.on_commit(_notify_listeners)
+    else:
+        with transaction.atomic(savepoint=False):
+            positions = _insert_rows(db, stream_id, expected_version, statements)
+            if not positions:
+                # Nothing was written; the store lock, held until the
+                # transaction ends, keeps the stream where the check found it.
+                current = stream_version(stream_id)
+            else:
+                if hooks:
+                    recorded = _recorded_events(
+                        stream_id, stream_type, expected_version, rows, positions, now
+                    )
+                    for hook in hooks:
+                        hook(recorded)
+                if _commit_listeners:
+                    transaction.on_commit(_notify_listeners)
 
     # Raised outside the block, so that the caller's transaction goes on.
     if not positions:
@@ -265,6 +296,35 @@ def _insert_statements(
         params += (stream_id, version)
         statements.append((_sqlite_insert(len(chunk)), params))
     return statements
+
+
+def _autocommits(db: BaseDatabaseWrapper) -> bool:
+    """Whether a statement run now on ``db`` commits as it ends."""
+    return not db.in_atomic_block and db.get_autocommit()
+
+
+def _append_alone(
+    db: BaseDatabaseWrapper,
+    stream_id: str,
+    expected_version: int,
+    statement: tuple[str, Sequence[Any]],
+) -> list[int]:
+    """Run the one statement of an append as a transaction of its own.
+
+    The statement takes the store lock itself: on PostgreSQL the stored
+    function's advisory lock, released by the commit that ends the
+    statement; on SQLite the write lock, which a writing statement takes
+    before it reads. In-process SQLite writers take turns first, as in
+    ``write_transaction``.
+    """
+    if db.vendor == "sqlite":
+        with _sqlite_writers:
+            positions = _insert_rows(db, stream_id, expected_version, [statement])
+    else:
+        positions = _insert_rows(db, stream_id, expected_version, [statement])
+    if positions:
+        _notify_listeners()
+    return positions
 
 
 def _insert_rows(

@@ -8,6 +8,7 @@ class ReadmodelsConfig(AppConfig):
     def ready(self) -> None:
         from events.store import on_append
 
-        from .projector import project_inline
+        from .projector import inline_stream_types, project_inline
 
-        on_append(project_inline)
+        # Appends to streams that no inline projection reads run alone.
+        on_append(project_inline, stream_types=inline_stream_types())

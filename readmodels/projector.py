@@ -36,6 +36,8 @@ class Projection(Protocol):
 
     name: str
     models: tuple
+    # The stream types whose events it reads; None for every type.
+    stream_types: tuple[str, ...] | None
 
     def apply_batch(self, events: list[RecordedEvent], publisher: Publisher) -> None:
         """Apply events in position order; skip those of no interest."""
@@ -65,6 +67,16 @@ def projection_named(name: str) -> Projection:
             return projection
     known = ", ".join(p.name for p in all_projections())
     raise KeyError(f"no projection named {name!r}; known: {known}")
+
+
+def inline_stream_types() -> list[str] | None:
+    """The stream types some inline projection reads; None for all."""
+    types: set[str] = set()
+    for projection in INLINE_PROJECTIONS:
+        if projection.stream_types is None:
+            return None
+        types.update(projection.stream_types)
+    return sorted(types)
 
 
 def project_inline(events: list[RecordedEvent]) -> None:

@@ -49,6 +49,7 @@ def dashboard_representation(dashboard: Dashboard) -> dict[str, Any]:
 
 class DashboardProjection:
     name = "dashboard"
+    stream_types = (ORDER_STREAM_TYPE,)
     models = (DashboardOrder, Dashboard)
     # The columns changed_topics reads from a row of each model: none.
     topic_columns = {DashboardOrder: ("order_id",), Dashboard: ("id",)}

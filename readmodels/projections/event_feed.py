@@ -28,6 +28,7 @@ def event_representation(event: RecordedEvent) -> dict[str, Any]:
 
 class EventFeedProjection:
     name = "events"
+    stream_types = None
     models = ()
 
     def builder(self) -> EventFeedFold:

@@ -33,6 +33,7 @@ CUSTOMER_PREFIX, CUSTOMER_SUFFIX = customer_orders_topic("\0").split("\0")
 
 class OrdersProjection:
     name = "orders"
+    stream_types = (ORDER_STREAM_TYPE,)
     models = (OrderView, CustomerOrders)
     # The columns changed_topics reads from a row of each model.
     topic_columns = {

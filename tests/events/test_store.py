@@ -372,6 +372,49 @@ def test_append_hooks_see_the_recorded_events_inside_the_transaction(monkeypatch
     assert seen == [[(1, True), (2, True)]]
 
 
+def test_a_hook_hears_only_of_appends_to_the_stream_types_it_asked_for(
+    monkeypatch,
+):
+    heard = []
+    monkeypatch.setattr(store, "_append_hooks", [])
+    monkeypatch.setattr(store, "_hook_stream_types", {})
+
+    store.on_append(lambda events: heard.extend(e.stream_id for e in events), ["a"])
+    append_to_stream("x-1", "a", 0, numbered(1))
+    append_to_stream("y-1", "b", 0, numbered(1))
+
+    assert heard == ["x-1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_an_append_with_no_hook_commits_or_refuses_alone(
+    monkeypatch,
+):
+    # No hook reads this stream type, so each append is one statement that
+    # commits by itself; the version check must hold all the same.
+    monkeypatch.setattr(store, "_append_hooks", [])
+    append("s-1", 0, numbered(2))
+
+    with pytest.raises(VersionConflict) as stale:
+        append("s-1", 1, numbered(1, start=3))
+    with pytest.raises(VersionConflict) as ahead:
+        append("s-1", 5, numbered(1, start=3))
+    seen_elsewhere = []
+    reader = threading.Thread(
+        target=lambda: (
+            seen_elsewhere.extend(e.data["n"] for e in read_stream("s-1")),
+            connection.close(),
+        )
+    )
+    reader.start()
+    reader.join(timeout=30)
+
+    assert (stale.value.expected, stale.value.actual) == (1, 2)
+    assert (ahead.value.expected, ahead.value.actual) == (5, 2)
+    assert seen_elsewhere == [1, 2]
+    assert not connection.in_atomic_block
+
+
 @pytest.mark.django_db(transaction=True)
 def test_commit_listeners_hear_of_each_committed_append_only(monkeypatch):
     heard = []
