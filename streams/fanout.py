@@ -113,7 +113,9 @@ class TopicHub:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.channel = ""
-        self.subscribers: dict[str, set[ChangeQueue]] = {}
+        # Each topic's local subscribers in the order they joined, which
+        # is the order each change reaches them.
+        self.subscribers: dict[str, dict[ChangeQueue, None]] = {}
         self.joined: set[str] = set()
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -122,14 +124,14 @@ class TopicHub:
     async def join(self, topic: str, queue: ChangeQueue) -> None:
         """Deliver ``topic``'s changes to ``queue``; on return the process
         is in the topic's group, so no later change can pass it by."""
-        self.subscribers.setdefault(topic, set()).add(queue)
+        self.subscribers.setdefault(topic, {})[queue] = None
         self.collector.subscriber_joined()
         await self._settle(topic)
 
     async def leave(self, topic: str, queue: ChangeQueue) -> None:
         members = self.subscribers.get(topic)
         if members is not None:
-            members.discard(queue)
+            members.pop(queue, None)
             if not members:
                 del self.subscribers[topic]
         await self._settle(topic)
