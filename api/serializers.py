@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from events.orders import PAYMENT_METHODS
+from readmodels.models import ID_MAX_LENGTH
 
 MAX_QUANTITY = 1_000_000
 
@@ -37,7 +38,12 @@ class Name(Text, serializers.RegexField):
 
     def __init__(self, what: str, **kwargs: Any) -> None:
         messages = {"invalid": f"{what} cannot contain a slash"}
-        super().__init__(r"^[^/]+$", max_length=100, error_messages=messages, **kwargs)
+        super().__init__(
+            r"^[^/]+$",
+            max_length=ID_MAX_LENGTH,
+            error_messages=messages,
+            **kwargs,
+        )
 
 
 class Count(serializers.IntegerField):

@@ -25,7 +25,7 @@ from events.commands import (
 )
 from events.orders import Order
 from events.records import CommandMetadata, NewEvent
-from readmodels.models import CustomerOrders, OrderView
+from readmodels.models import ID_MAX_LENGTH, CustomerOrders, OrderView
 from readmodels.serializers import (
     API_ROOT,
     OrderViewSerializer,
@@ -280,6 +280,9 @@ class CustomerOrdersView(generics.GenericAPIView):
     def get(self, request: Request, customer_id: str) -> Response | HttpResponse:
         if not Access(request.user).may_act_for(customer_id):
             raise PermissionDenied("you may read only your own customer's orders")
+        if len(customer_id) > ID_MAX_LENGTH:
+            # No order can name it, so neither its list nor its topic exists.
+            raise NotFound(f"customer ids are at most {ID_MAX_LENGTH} characters")
 
         # The version is read before the rows: rows can then only be newer
         # than the version, so a watch from it misses nothing.

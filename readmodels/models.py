@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from django.db import models
 
+# The longest order or customer id; both appear in URLs and topic names.
+ID_MAX_LENGTH = 100
+
 
 class Topic(models.Model):
     """A watchable name and its version: 0, then +1 per change."""
@@ -56,8 +59,8 @@ class Change(models.Model):
 class OrderView(models.Model):
     """One order as clients read it. ``version`` is topic ``orders/{id}``."""
 
-    order_id = models.CharField(max_length=100, primary_key=True)
-    customer_id = models.CharField(max_length=100, db_index=True)
+    order_id = models.CharField(max_length=ID_MAX_LENGTH, primary_key=True)
+    customer_id = models.CharField(max_length=ID_MAX_LENGTH, db_index=True)
     status = models.CharField(max_length=20, db_index=True)
     items = models.JSONField(default=list)
     total = models.DecimalField(max_digits=14, decimal_places=2)
@@ -92,7 +95,7 @@ class CustomerOrders(models.Model):
     """One customer's order list; the orders themselves are ``OrderView``
     rows. ``version`` is topic ``customers/{id}/orders``."""
 
-    customer_id = models.CharField(max_length=100, primary_key=True)
+    customer_id = models.CharField(max_length=ID_MAX_LENGTH, primary_key=True)
     order_count = models.PositiveIntegerField(default=0)
     version = models.PositiveBigIntegerField(default=0)
 
@@ -136,7 +139,7 @@ class DashboardOrder(models.Model):
     """What the dashboard projection remembers of each order: enough to
     move its figures when the order's status changes."""
 
-    order_id = models.CharField(max_length=100, primary_key=True)
+    order_id = models.CharField(max_length=ID_MAX_LENGTH, primary_key=True)
     status = models.CharField(max_length=20)
     item_count = models.PositiveIntegerField(default=0)
     paid_amount = models.DecimalField(max_digits=14, decimal_places=2, null=True)

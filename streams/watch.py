@@ -20,7 +20,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from api.parsers import whole_number
-from readmodels.models import Change, OrderView
+from readmodels.models import ID_MAX_LENGTH, Change, OrderView
 from readmodels.topics import current_version
 
 from . import conf
@@ -47,8 +47,8 @@ VERSION_AHEAD = "version_ahead"
 MAX_VERSION = 2**63 - 1
 
 _TOPIC_FORMS = (
-    re.compile(r"orders/(?P<order_id>[^/]{1,100})"),
-    re.compile(r"customers/(?P<customer_id>[^/]{1,100})/orders"),
+    re.compile(rf"orders/(?P<order_id>[^/]{{1,{ID_MAX_LENGTH}}})"),
+    re.compile(rf"customers/(?P<customer_id>[^/]{{1,{ID_MAX_LENGTH}}})/orders"),
     re.compile(r"dashboard"),
     re.compile(r"events"),
 )

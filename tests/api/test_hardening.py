@@ -57,6 +57,28 @@ def test_a_customer_id_with_a_slash_is_refused(staff_client):
     assert "customer_id" in response.json()["error"]["details"]
 
 
+# Committed, so that the watch view's own database thread sees the token.
+@pytest.mark.django_db(transaction=True)
+def test_a_customer_id_too_long_for_any_order_is_not_found_to_read_or_watch(
+    staff_client,
+):
+    customer_id = "c" * 101
+
+    listed = staff_client.get(f"/api/v1/customers/{customer_id}/orders")
+    watched = staff_client.get(f"/api/v1/customers/{customer_id}/orders/watch")
+    placed = staff_client.post(
+        "/api/v1/orders/",
+        {"customer_id": customer_id, "items": items(1)},
+        format="json",
+    )
+
+    assert listed.status_code == 404
+    assert listed.json()["error"]["code"] == "not_found"
+    assert "100" in listed.json()["error"]["message"]
+    assert watched.status_code == 404
+    assert placed.status_code == 400
+
+
 def items(count: int, sku_length: int = 10) -> list[dict]:
     return [
         {
