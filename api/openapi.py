@@ -124,7 +124,10 @@ def _links_field() -> serializers.JSONField:
 class DashboardSerializer(serializers.Serializer):
     order_count = serializers.IntegerField()
     by_status = serializers.DictField(child=serializers.IntegerField())
-    revenue = serializers.DecimalField(max_digits=16, decimal_places=2)
+    revenue = serializers.CharField(
+        help_text="Paid and not refunded, as decimal text with two places; "
+        "no upper bound."
+    )
     position = serializers.IntegerField(help_text="Last event applied.")
     updated_at = serializers.DateTimeField(allow_null=True)
     version = serializers.IntegerField()

@@ -7,10 +7,35 @@ read-model rows it describes.
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from django.db import models
 
 # The longest order or customer id; both appear in URLs and topic names.
 ID_MAX_LENGTH = 100
+
+
+class ExactDecimalField(models.Field):
+    """A decimal number kept as its text: exact at any size, on every
+    database. For sums that grow without bound: a DecimalField is a float
+    on SQLite (15 significant digits) and overflows its digits on
+    PostgreSQL."""
+
+    description = "A decimal number kept as text"
+
+    def db_type(self, connection: Any) -> str:
+        return "text"
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return None if value is None else Decimal(value)
+
+    def to_python(self, value: Any) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+    def get_prep_value(self, value: Any) -> str | None:
+        value = super().get_prep_value(value)
+        return None if value is None else format(Decimal(value), "f")
 
 
 class Topic(models.Model):
@@ -158,7 +183,8 @@ class Dashboard(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     order_count = models.PositiveIntegerField(default=0)
     by_status = models.JSONField(default=dict)
-    revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    # The sum of every paid order: exact however large it grows.
+    revenue = ExactDecimalField(default=Decimal("0.00"))
     version = models.PositiveBigIntegerField(default=0)
     position = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(null=True)

@@ -18,7 +18,10 @@ from events.records import NewEvent, RecordedEvent
 from events.store import append_to_stream, head_position
 from readmodels import topics
 from readmodels.models import Change, Checkpoint, Dashboard, Topic
-from readmodels.projections.dashboard import DashboardProjection
+from readmodels.projections.dashboard import (
+    DashboardProjection,
+    dashboard_representation,
+)
 from readmodels.topics import UPSERT, Publisher
 from readmodels.worker import ProjectionWorker
 from tests.conftest import place_order
@@ -246,6 +249,32 @@ def in_thread(target) -> threading.Thread:
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def test_the_dashboard_sums_revenue_exactly_past_any_column_width():
+    # 150 orders of the largest total one order may have: 1.5e14, more
+    # digits than a float keeps or a numeric(16, 2) column holds.
+    largest = "999999999999.99"
+    for n in range(150):
+        order_id = f"whale-{n}"
+        item = {"sku": "gold", "quantity": 1, "unit_price": largest}
+        placed = {"order_id": order_id, "customer_id": "whale", "items": [item]}
+        paid = {"amount": largest, "method": "card"}
+        append_to_stream(
+            order_id,
+            "order",
+            0,
+            [NewEvent("OrderPlaced", placed), NewEvent("OrderPaid", paid, 2)],
+        )
+
+    while ProjectionWorker([DashboardProjection()]).step():
+        pass
+    applied = Dashboard.objects.get().revenue
+    call_command("replay_projections", "dashboard", stdout=io.StringIO())
+    rebuilt = Dashboard.objects.get()
+
+    assert applied == Decimal(largest) * 150 == Decimal("149999999999998.50")
+    assert dashboard_representation(rebuilt)["revenue"] == "149999999999998.50"
 
 
 def test_the_dashboard_refunds_a_cancelled_paid_order(alice_client):
