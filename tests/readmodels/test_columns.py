@@ -24,6 +24,7 @@ ITEMS = [{"sku": "cake", "quantity": 3, "unit_price": "1.10", "subtotal": "3.30"
 # quick paths hand back to Django.
 SAMPLES = {
     "DecimalField": [Decimal("12.50"), Decimal("0"), None, "3.3", 7],
+    "ExactDecimalField": [Decimal("149999999999998.50"), Decimal("0.00"), "3.3"],
     "DateTimeField": [
         datetime.datetime(2026, 12, 4, 15, 0, 1, 250000, tzinfo=UTC),
         datetime.datetime(2026, 12, 4, 16, 0, 0, tzinfo=PARIS),
