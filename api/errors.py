@@ -107,5 +107,17 @@ def bad_request_view(
     )
 
 
+class OversizedBodyLogFilter(logging.Filter):
+    """Django logs a body over the upload limit as a security error, with
+    a traceback; it is a refused request (413), logged as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        record.msg = f"refused a request body: {record.getMessage()} (413)"
+        record.args = ()
+        return True
+
+
 def server_error_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(error_body("server_error", "the server failed"), status=500)

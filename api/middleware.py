@@ -1,13 +1,18 @@
-"""Refusing requests whose URL holds a NUL character.
+"""Middleware for two kinds of request that no view can answer well.
 
 A percent-encoded NUL (``%00``) decodes into an id, a topic or a ticket
 that SQLite looks up and finds nothing for, but that PostgreSQL refuses
 outright, which Django reports as a server error. No name in Lookout
 holds one, so such a request is answered 400 before any view runs.
+
+A request that found every pooled database connection busy for the whole
+pool timeout (PostgreSQL, see settings) is answered 503 with
+``Retry-After``: the server is overloaded, nothing failed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +21,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from .errors import error_body
 
-__all__ = ["RejectNulMiddleware", "holds_nul"]
+__all__ = ["DatabaseBusyMiddleware", "RejectNulMiddleware", "holds_nul"]
+
+logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait before it tries again.
+BUSY_RETRY_AFTER_SECS = 1
 
 
 def holds_nul(request: HttpRequest) -> bool:
@@ -58,3 +68,52 @@ class RejectNulMiddleware:
         if holds_nul(request):
             return _refusal()
         return await self.get_response(request)
+
+
+class DatabaseBusyMiddleware:
+    """Answers 503 when a view failed for want of a pooled connection.
+    Passes requests on untouched, sync or async (it costs the async watch
+    views no thread hop)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        # Under ASGI, the response's coroutine, which Django awaits.
+        return self.get_response(request)
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponse | None:
+        if not pool_exhausted(exception):
+            return None
+        logger.warning(
+            "every database connection stayed busy; answered 503 to %s %s",
+            request.method,
+            request.path,
+        )
+        body = error_body(
+            "unavailable", "the server is busy; try again in a moment", None
+        )
+        response = JsonResponse(body, status=503)
+        response["Retry-After"] = str(BUSY_RETRY_AFTER_SECS)
+        return response
+
+
+def pool_exhausted(exception: BaseException) -> bool:
+    """Whether ``exception`` comes of a connection pool's timeout."""
+    from psycopg_pool import PoolTimeout
+
+    seen: BaseException | None = exception
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, PoolTimeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -175,11 +175,21 @@ def _watch_operation(topic: str, path_key: str | None) -> dict[str, Any]:
     }
 
 
+# Collections end in a slash, as the protocol writes them; every other
+# path is written without one (the routes answer both ways).
+COLLECTIONS = {"/api/v1/orders/", "/api/v1/events/", "/api/v1/watch-tickets/"}
+
+
 def add_watch_routes(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook."""
+    """drf-spectacular postprocessing hook: the watch routes, and every
+    path in the form the protocol documents."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(SCHEMAS)
-    paths = result.setdefault("paths", {})
+    result["paths"] = {
+        path if path in COLLECTIONS else path.rstrip("/"): operations
+        for path, operations in result.get("paths", {}).items()
+    }
+    paths = result["paths"]
     for path, (topic, path_key) in WATCH_ROUTES.items():
         paths[path] = {"get": _watch_operation(topic, path_key)}
     paths["/ws/v1/"] = {

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "api.middleware.DatabaseBusyMiddleware",
     "api.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -80,14 +81,24 @@ TEMPLATES = [
 # read a stream and then fail to upgrade to a write lock.
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    # No persistent connections: under ASGI every request runs in a thread
-    # of its own, so a kept connection is never reused, only left open; one
-    # daphne process under 8 concurrent clients reached max_connections.
+    # Connections come from a bounded pool per process (psycopg_pool,
+    # through Django), not one per request thread: under ASGI every request
+    # runs in a thread of its own, and without a pool one daphne process
+    # under 150 concurrent clients opened more connections than PostgreSQL
+    # allows. A request past the pool's size waits for a connection; one
+    # that waits LOOKOUT_DB_POOL_TIMEOUT seconds in vain is answered 503
+    # (api.middleware.DatabaseBusyMiddleware).
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["pool"] = {
+        "min_size": 1,
+        "max_size": int(os.environ.get("LOOKOUT_DB_POOL_SIZE", "20")),
+        "timeout": float(os.environ.get("LOOKOUT_DB_POOL_TIMEOUT", "10")),
+    }
     # psycopg's default, which Django turns off: a statement run five times
     # on one connection is prepared. Only server-side binding cursors (the
     # event store's append) prepare; Django's own queries bind client-side.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+    _options["prepare_threshold"] = 5
     # One test database per test run, so that runs side by side never meet.
     DATABASES["default"]["TEST"] = {
         "NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"
@@ -214,12 +225,16 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
+    "filters": {"oversized_body": {"()": "api.errors.OversizedBodyLogFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        name: {"level": LOG_LEVEL}
-        for name in ("events", "readmodels", "streams", "accounts", "api")
+        **{
+            name: {"level": LOG_LEVEL}
+            for name in ("events", "readmodels", "streams", "accounts", "api")
+        },
+        "django.security.RequestDataTooBig": {"filters": ["oversized_body"]},
     },
 }

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from django.db import OperationalError
+from django.db.models.query import QuerySet
+from psycopg_pool import PoolTimeout
 
 from events.models import StoredEvent
 from events.orders import MAX_ITEMS
@@ -124,7 +129,7 @@ def test_the_largest_order_changes_fit_in_one_websocket_frame(alice_client):
     assert sizes and max(sizes) < 1024 * 1024
 
 
-def test_a_body_above_the_upload_limit_is_a_json_413(alice_client, settings):
+def test_a_body_above_the_upload_limit_is_a_json_413(alice_client, settings, caplog):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
     body = {"items": items(200)}
 
@@ -134,6 +139,10 @@ def test_a_body_above_the_upload_limit_is_a_json_413(alice_client, settings):
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"]["code"] == "payload_too_large"
     assert StoredEvent.objects.count() == 0
+    # A refused request, not a server error: no traceback in the log.
+    logged = [r for r in caplog.records if r.name.startswith("django.")]
+    assert logged and all(r.levelno < logging.ERROR for r in logged), logged
+    assert not any(r.exc_info for r in logged)
 
 
 def validation_error_of(response) -> dict:
@@ -236,3 +245,36 @@ def test_links_lead_to_resources_whose_ids_hold_url_characters(staff_client):
     assert listed.status_code == 200
     assert [o["id"] for o in listed.json()["orders"]] == [order["id"]]
     assert listed.json()["_links"]["self"]["href"] == link
+
+
+def pool_timeout(*args, **kwargs):
+    """What Django raises when no pooled connection came free in time."""
+    try:
+        raise PoolTimeout("couldn't get a connection after 10.00 sec")
+    except PoolTimeout as exc:
+        raise OperationalError(str(exc)) from exc
+
+
+def test_a_request_that_finds_every_database_connection_busy_gets_a_503(
+    staff_client, monkeypatch
+):
+    monkeypatch.setattr(QuerySet, "first", pool_timeout)
+
+    response = staff_client.get("/api/v1/customers/c-1/orders")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "unavailable"
+
+
+def test_other_database_errors_stay_server_errors(staff_client, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OperationalError("disk I/O error")
+
+    monkeypatch.setattr(QuerySet, "first", broken)
+    staff_client.raise_request_exception = False
+
+    response = staff_client.get("/api/v1/customers/c-1/orders")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"

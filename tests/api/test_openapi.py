@@ -133,3 +133,21 @@ def test_every_rest_operation_documents_what_it_answers(alice_client):
                 "content" in answer or "No response body" in answer["description"]
                 for answer in answers
             ), (path, method)
+
+
+def test_documented_paths_are_the_protocols_and_lead_to_real_routes(alice_client):
+    from django.urls import resolve
+
+    document = openapi(alice_client)
+
+    for template in document["paths"]:
+        if template.startswith("/ws/"):
+            continue  # WebSocket routes live in project.asgi, not urls.py
+        path = re.sub(r"\{[^}]+\}", "x-1", template)
+        assert resolve(path), template
+    # As PROTOCOL.md writes them: collections with a slash, the rest without.
+    assert "/api/v1/orders/" in document["paths"]
+    assert "/api/v1/orders/{order_id}/pay" in document["paths"]
+    assert "/api/v1/customers/{customer_id}/orders" in document["paths"]
+    assert "/api/v1/dashboard" in document["paths"]
+    assert "/api/v1/orders/{order_id}/pay/" not in document["paths"]
