@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
@@ -61,7 +62,10 @@ async def authenticate(request: HttpRequest) -> Any:
         found = scheme.lower() == "token" and key.strip()
         user = await off_loop(user_for_token)(key.strip()) if found else None
     else:
-        user = await request.auser()
+        # Not request.auser(): its connection would stay checked out of
+        # the pool until the response ends, which for a stream is when the
+        # watcher leaves.
+        user = await off_loop(get_user)(request)
     if user is None or not user.is_active:
         return AnonymousUser()
     return user

@@ -11,13 +11,15 @@ change can fall between the two.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 from api.parsers import whole_number
 from readmodels.models import ID_MAX_LENGTH, Change, OrderView
@@ -60,8 +62,23 @@ def off_loop(function: Any) -> Any:
     Not Channels' default, which runs every such call of the process in
     one thread, one after another: a burst of watchers connecting would
     then queue behind each other and behind commands.
+
+    The connection the call used is closed (given back to the pool) as
+    it returns, from inside the call. Channels' ``database_sync_to_async``
+    closes connections around the call instead, and with asgiref 3.13 we
+    saw connections it opened stay checked out: held by the threads of
+    event loops that had ended, they were never given back, and a test
+    run emptied the pool.
     """
-    return database_sync_to_async(function, thread_sensitive=False)
+
+    @functools.wraps(function)
+    def call_and_close(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call_and_close, thread_sensitive=False)
 
 
 class InvalidSince(ValueError):

@@ -23,6 +23,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from autobahn.exception import Disconnected
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
@@ -118,6 +119,10 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         self.flow = transport_flow(send)
         try:
             await super().__call__(scope, receive, send)
+        except Disconnected:
+            # Under daphne, a send after the client closed: it left while
+            # frames were on their way, which is no error of ours.
+            logger.debug("watcher %s left while being sent to", self.channel_name)
         finally:
             await self.release()
             self.flow.release()

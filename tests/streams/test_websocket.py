@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
@@ -16,7 +17,7 @@ from project.asgi import application
 from readmodels.models import Change, Topic
 from streams import relay
 from streams.auth import issue_ticket
-from tests.conftest import ONE_ITEM, client_for
+from tests.conftest import ONE_ITEM, client_for, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -489,3 +490,21 @@ async def test_a_deeply_nested_frame_gets_an_error_and_other_subscriptions_live_
     assert error["code"] == "invalid_frame"
     assert change["version"] == 2
     await ws.disconnect()
+
+
+def test_watches_on_short_lived_event_loops_give_connections_back(alice):
+    # Each async_to_sync call from plain code runs on an event loop of its
+    # own, whose threads end with it: a database connection left open in
+    # one of them would never go back to the pool.
+    _, token = alice
+    order = place_order(client_for(token))
+
+    async def watch_once() -> list[int]:
+        ws = await connect(f"/api/v1/orders/{order['id']}/watch?since=0", token)
+        subscribed, change = await receive(ws), await receive(ws)
+        await ws.disconnect()
+        return [subscribed["version"], change["version"]]
+
+    seen = [async_to_sync(watch_once)() for _ in range(30)]
+
+    assert seen == [[0, 1]] * 30
