@@ -112,6 +112,9 @@ class OversizedBodyLogFilter(logging.Filter):
     a traceback; it is a refused request (413), logged as a warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "refused_body", False):
+            return True  # already rewritten, by this filter on another handler
+        record.refused_body = True
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
         record.msg = f"refused a request body: {record.getMessage()} (413)"

@@ -17,6 +17,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from api.bodies import MeasureUnsizedBodies  # noqa: E402
 from readmodels import conf as readmodels_conf  # noqa: E402
 from readmodels.worker import start_in_background  # noqa: E402
 from streams.auth import WatchAuthMiddleware  # noqa: E402
@@ -54,7 +55,7 @@ apply_gc_thresholds()
 application = StartServices(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": MeasureUnsizedBodies(django_asgi_app),
             "websocket": WatchAuthMiddleware(URLRouter(websocket_urlpatterns)),
         }
     )

@@ -1,13 +1,24 @@
 """Who is on a watch: from a one-time ``?ticket=``, an ``Authorization:
-Token`` header, or the session cookie, in that order."""
+Token`` header, or the session cookie, in that order.
+
+Browsers send cookies with a WebSocket handshake to any site and apply no
+same-origin policy to it, so a page elsewhere could watch as whoever is
+signed in here. The session therefore counts only when the handshake comes
+from this site's own origin (the ``Host`` it was sent to, or one of
+``CSRF_TRUSTED_ORIGINS``), or from no browser at all (no ``Origin``).
+Tickets and tokens are not sent by the browser on its own, and count from
+any origin.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import AuthMiddlewareStack
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -17,6 +28,8 @@ from .models import WatchTicket
 from .watch import off_loop
 
 __all__ = ["WatchAuthMiddleware", "issue_ticket", "redeem_ticket", "user_for_token"]
+
+logger = logging.getLogger(__name__)
 
 
 def issue_ticket(user: Any) -> WatchTicket:
@@ -70,6 +83,25 @@ def _resolve(kind: str, key: str) -> Any:
     return user
 
 
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def foreign_origin(scope: dict) -> str | None:
+    """The handshake's ``Origin`` if it is not this site's, else None."""
+    origin = _header(scope, b"origin")
+    if origin is None or origin in settings.CSRF_TRUSTED_ORIGINS:
+        return None
+    host = _header(scope, b"host")
+    parts = urlsplit(origin)
+    if host and parts.scheme in ("http", "https") and parts.netloc == host:
+        return None
+    return origin
+
+
 class _CredentialsMiddleware:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -79,6 +111,10 @@ class _CredentialsMiddleware:
         if found:
             scope = {**scope, "user": await _resolve(*found)}
             scope["auth_via"] = found[0]
+        elif scope["type"] == "websocket" and (origin := foreign_origin(scope)):
+            # The session counts only from this site's pages.
+            logger.info("watch from origin %s: its session cookie is not used", origin)
+            scope = {**scope, "user": AnonymousUser()}
         return await self.inner(scope, receive, send)
 
 

@@ -110,6 +110,8 @@ def parse_since(raw: Any) -> int | None:
     if isinstance(raw, str):
         # No more digits than the largest version has.
         value = whole_number(raw, len(str(MAX_VERSION)))
+        if value is None and raw.isascii() and raw.isdigit():
+            raise InvalidSince(f"since is larger than any version ({MAX_VERSION})")
     if value is None:
         shown = raw if len(str(raw)) <= 40 else f"{str(raw)[:40]}..."
         raise InvalidSince(f"since must be a whole number of 0 or more, not {shown!r}")

@@ -326,6 +326,14 @@ class BaseWatchConsumer(AsyncWebsocketConsumer):
         return await off_loop(check)()
 
 
+def _frame_size(raw: str | bytes, limit: int) -> int:
+    """The frame's size in bytes, as sent (UTF-8 for text). Encodes only
+    a text frame whose size the character count leaves open."""
+    if isinstance(raw, bytes) or len(raw) > limit or len(raw) * 4 <= limit:
+        return len(raw)
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
 class MultiplexWatchConsumer(BaseWatchConsumer):
     """``/ws/v1/``: one connection, many topics, typed frames both ways."""
 
@@ -333,8 +341,8 @@ class MultiplexWatchConsumer(BaseWatchConsumer):
         self, text_data: str | None = None, bytes_data: bytes | None = None
     ) -> None:
         raw = text_data if text_data is not None else bytes_data or b""
-        if len(raw) > conf.get("MAX_FRAME_BYTES"):
-            limit = conf.get("MAX_FRAME_BYTES")
+        limit = conf.get("MAX_FRAME_BYTES")
+        if _frame_size(raw, limit) > limit:
             await self.send_json(
                 error_message("frame_too_large", f"frames are limited to {limit} bytes")
             )

@@ -11,12 +11,14 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 
 from events import store
 from project.asgi import application
 from readmodels.models import Change, Topic
 from streams import relay
 from streams.auth import issue_ticket
+from streams.watch import InvalidSince, parse_since
 from tests.conftest import ONE_ITEM, client_for, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -200,6 +202,23 @@ async def test_a_bad_since_gets_an_error_frame_and_the_socket_stays_open(alice, 
     await ws.disconnect()
 
 
+@pytest.mark.parametrize(
+    "since, message",
+    [
+        ("abc", "since must be a whole number of 0 or more, not 'abc'"),
+        (-1, "since must be 0 or more, not -1"),
+        (str(2**63), "since is larger than any version (9223372036854775807)"),
+        ("9" * 40, "since is larger than any version (9223372036854775807)"),
+        (2**64, "since is larger than any version (9223372036854775807)"),
+    ],
+)
+def test_a_bad_since_is_told_what_is_wrong_with_it(since, message):
+    with pytest.raises(InvalidSince) as refused:
+        parse_since(since)
+
+    assert str(refused.value) == message
+
+
 async def test_a_failed_command_sends_nothing_and_leaves_the_version(alice):
     _, token = alice
     order = await place(token)
@@ -346,6 +365,13 @@ async def test_bad_frames_get_errors_and_leave_other_subscriptions_working(alice
     unknown = await receive(ws)
     await ws.send_to(text_data="x" * (64 * 1024 + 1))
     too_large = await receive(ws)
+    # Bytes, not characters: 40,000 "é" are 80,000 bytes of UTF-8.
+    await ws.send_to(text_data="é" * 40_000)
+    too_large_in_bytes = await receive(ws)
+    # A ping of exactly 64 KiB in UTF-8 is within the limit.
+    ref = "é" * ((64 * 1024 - len('{"type":"ping","ref":""}')) // 2)
+    await ws.send_to(text_data=f'{{"type":"ping","ref":"{ref}"}}')
+    pong_at_the_limit = await receive(ws)
     await ws.send_json_to({"type": "subscribe", "ref": 7})
     no_topic = await receive(ws)
     await ws.send_json_to({"type": "unsubscribe", "topic": 5})
@@ -361,6 +387,8 @@ async def test_bad_frames_get_errors_and_leave_other_subscriptions_working(alice
     assert not_json["code"] == "invalid_frame"
     assert unknown["code"] == "unknown_type"
     assert too_large["code"] == "frame_too_large"
+    assert too_large_in_bytes["code"] == "frame_too_large"
+    assert pong_at_the_limit == {"type": "pong", "ref": ref}
     assert (no_topic["code"], no_topic["ref"]) == ("invalid_frame", 7)
     assert number_topic["code"] == "invalid_frame"
     assert surrogate["code"] == "invalid_frame"
@@ -508,3 +536,58 @@ def test_watches_on_short_lived_event_loops_give_connections_back(alice):
     seen = [async_to_sync(watch_once)() for _ in range(30)]
 
     assert seen == [[0, 1]] * 30
+
+
+def _session_cookie(user: Any) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@pytest.mark.parametrize(
+    "origin, signed_in",
+    [
+        (None, True),
+        (b"http://testserver", True),
+        (b"https://testserver", True),
+        (b"http://evil.example", False),
+        (b"http://testserver.evil.example", False),
+        (b"null", False),
+    ],
+)
+async def test_the_session_signs_a_websocket_in_only_from_this_sites_pages(
+    alice, origin, signed_in
+):
+    # Browsers send the cookie with a handshake from any page; a page on
+    # another site must not watch as the user signed in here.
+    user, _ = alice
+    cookie = await database_sync_to_async(_session_cookie)(user)
+    headers = [(b"host", b"testserver"), (b"cookie", cookie)]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    ws = WebsocketCommunicator(application, "/ws/v1/", headers=headers)
+    assert (await ws.connect())[0]
+
+    if signed_in:
+        await ws.send_json_to({"type": "ping", "ref": "here"})
+        assert await receive(ws) == {"type": "pong", "ref": "here"}
+    else:
+        closed = await ws.receive_output(timeout=3)
+        assert closed == {"type": "websocket.close", "code": 4401}
+    await ws.disconnect()
+
+
+async def test_a_token_signs_a_websocket_in_from_any_origin(alice):
+    _, token = alice
+    headers = [
+        (b"host", b"testserver"),
+        (b"origin", b"http://elsewhere.example"),
+        (b"authorization", f"Token {token}".encode()),
+    ]
+    ws = WebsocketCommunicator(application, "/ws/v1/", headers=headers)
+    assert (await ws.connect())[0]
+
+    await ws.send_json_to({"type": "ping", "ref": "here"})
+
+    assert await receive(ws) == {"type": "pong", "ref": "here"}
+    await ws.disconnect()
