@@ -55,6 +55,7 @@ from storebench import (
     DATABASE_LABELS,
     DEFAULT_SERVER_URL,
     ScratchDatabase,
+    close_django_connections,
     note,
     print_figures,
     run_per_database,
@@ -233,10 +234,8 @@ def measure(
 ) -> dict[str, float]:
     """Fork the shape's writers, let them warm up, start them together;
     all their events over the time from the first start to the last end."""
-    from django.db import connections
-
     # A forked child must not share the parent's database connections.
-    connections.close_all()
+    close_django_connections()
     context = multiprocessing.get_context("fork")
     start = context.Barrier(shape.writers + 1)
     reports = context.Queue()
@@ -473,9 +472,7 @@ class AtomicAppender(RawAppender):
             cursor.execute(self._statement(len(rows)), values).fetchall()
 
     def close(self) -> None:
-        from django.db import connections
-
-        connections.close_all()
+        close_django_connections()
 
 
 class LookoutAppender:
@@ -495,9 +492,7 @@ class LookoutAppender:
         append_to_stream(stream_id, self.stream_type, expected_version, new_events)
 
     def close(self) -> None:
-        from django.db import connections
-
-        connections.close_all()
+        close_django_connections()
 
 
 class PeerAppender:

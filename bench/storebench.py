@@ -63,6 +63,20 @@ def run_per_database(
     return results
 
 
+
+def close_django_connections() -> None:
+    """Close Django's connections and, on PostgreSQL, its pools: a pooled
+    connection stays open when it is given back, and a forked child must
+    not share it with its parent (their prepared statements collide)."""
+    from django.db import connections
+
+    connections.close_all()
+    for connection in connections.all(initialized_only=True):
+        # Django's pools live on the backend class; asking a connection
+        # for its pool would open one.
+        if connection.alias in getattr(connection, "_connection_pools", {}):
+            connection.close_pool()
+
 class ScratchDatabase:
     """A fresh, migrated database for this process, with Django set up
     against it. ``with ScratchDatabase("sqlite", url) as database: ...``"""
@@ -95,9 +109,7 @@ class ScratchDatabase:
 
     def close(self) -> None:
         if "django" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
+            close_django_connections()
         if self.url:
             with self._maintenance_connection() as connection:
                 connection.execute(
