@@ -89,19 +89,23 @@ def not_found_view(
     )
 
 
+def payload_too_large() -> JsonResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    body = error_body(
+        "payload_too_large",
+        f"the request body is larger than {limit} bytes",
+        {"max_bytes": limit},
+    )
+    return JsonResponse(body, status=413)
+
+
 def bad_request_view(
     request: HttpRequest, exception: Exception | None = None
 ) -> JsonResponse:
     """Requests that Django refuses before any view runs: a body above
     ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413), or another suspicious one."""
     if isinstance(exception, RequestDataTooBig):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        body = error_body(
-            "payload_too_large",
-            f"the request body is larger than {limit} bytes",
-            {"max_bytes": limit},
-        )
-        return JsonResponse(body, status=413)
+        return payload_too_large()
     return JsonResponse(
         error_body("validation_error", "the request cannot be served"), status=400
     )

@@ -1,9 +1,13 @@
-"""Middleware for two kinds of request that no view can answer well.
+"""Middleware for kinds of request that no view can answer well.
 
 A percent-encoded NUL (``%00``) decodes into an id, a topic or a ticket
 that SQLite looks up and finds nothing for, but that PostgreSQL refuses
 outright, which Django reports as a server error. No name in Lookout
 holds one, so such a request is answered 400 before any view runs.
+
+A body declared larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is answered
+413 before any view runs, whether or not the view would read it: Django
+checks the limit only when a body is read.
 
 A request that found every pooled database connection busy for the whole
 pool timeout (PostgreSQL, see settings) is answered 503 with
@@ -17,11 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from .errors import error_body
+from .errors import error_body, payload_too_large
 
-__all__ = ["DatabaseBusyMiddleware", "RejectNulMiddleware", "holds_nul"]
+__all__ = ["DatabaseBusyMiddleware", "EarlyRefusalMiddleware", "holds_nul"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +44,28 @@ def _query(request: HttpRequest) -> list[tuple[str, str]]:
     return [(key, value) for key, values in request.GET.lists() for value in values]
 
 
-def _refusal() -> HttpResponse:
-    body = error_body("validation_error", "the URL holds a NUL character (%00)")
-    return JsonResponse(body, status=400)
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
 
 
-class RejectNulMiddleware:
-    """Answers 400 to a URL with a NUL; both sync and async, so that the
-    async watch views pay no thread hop for it."""
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    if holds_nul(request):
+        body = error_body("validation_error", "the URL holds a NUL character (%00)")
+        return JsonResponse(body, status=400)
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    length = _declared_length(request)
+    if limit is not None and length > limit:
+        return payload_too_large()
+    return None
+
+
+class EarlyRefusalMiddleware:
+    """Answers a URL with a NUL (400) or a body over the limit (413);
+    both sync and async, so that the async watch views pay no thread hop
+    for it."""
 
     sync_capable = True
     async_capable = True
@@ -60,14 +79,10 @@ class RejectNulMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        if holds_nul(request):
-            return _refusal()
-        return self.get_response(request)
+        return _refusal(request) or self.get_response(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        if holds_nul(request):
-            return _refusal()
-        return await self.get_response(request)
+        return _refusal(request) or await self.get_response(request)
 
 
 class DatabaseBusyMiddleware:

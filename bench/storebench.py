@@ -63,7 +63,6 @@ def run_per_database(
     return results
 
 
-
 def close_django_connections() -> None:
     """Close Django's connections and, on PostgreSQL, its pools: a pooled
     connection stays open when it is given back, and a forked child must
@@ -76,6 +75,7 @@ def close_django_connections() -> None:
         # for its pool would open one.
         if connection.alias in getattr(connection, "_connection_pools", {}):
             connection.close_pool()
+
 
 class ScratchDatabase:
     """A fresh, migrated database for this process, with Django set up

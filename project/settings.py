@@ -48,7 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "api.middleware.DatabaseBusyMiddleware",
-    "api.middleware.RejectNulMiddleware",
+    "api.middleware.EarlyRefusalMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -278,3 +278,15 @@ def test_other_database_errors_stay_server_errors(staff_client, monkeypatch):
 
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "server_error"
+
+
+def test_a_body_above_the_limit_is_a_413_where_no_view_reads_it(alice_client, settings):
+    # Issuing a watch ticket reads no body; the limit holds all the same.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+
+    response = alice_client.post(
+        "/api/v1/watch-tickets/", "x" * 20_000, content_type="text/plain"
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
