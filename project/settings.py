@@ -25,6 +25,15 @@ if not SECRET_KEY:
         raise RuntimeError("LOOKOUT_SECRET_KEY must be set in production")
     SECRET_KEY = "lookout-embedded-insecure-key"
 ALLOWED_HOSTS = os.environ.get("LOOKOUT_ALLOWED_HOSTS", "*").split(",")
+# Origins besides this host's own that may post forms and open WebSockets
+# signed in by session: "https://shop.example.com,https://*.example.com".
+CSRF_TRUSTED_ORIGINS = [
+    origin
+    for origin in os.environ.get("LOOKOUT_CSRF_TRUSTED_ORIGINS", "").split(",")
+    if origin
+]
+# Behind a proxy that rewrites Host and sends X-Forwarded-Host instead.
+USE_X_FORWARDED_HOST = os.environ.get("LOOKOUT_USE_X_FORWARDED_HOST") == "1"
 
 INSTALLED_APPS = [
     "daphne",

@@ -4,7 +4,8 @@ Token`` header, or the session cookie, in that order.
 Browsers send cookies with a WebSocket handshake to any site and apply no
 same-origin policy to it, so a page elsewhere could watch as whoever is
 signed in here. The session therefore counts only when the handshake comes
-from this site's own origin (the ``Host`` it was sent to, or one of
+from this site's own origin (the ``Host`` it was sent to, or
+``X-Forwarded-Host`` under ``USE_X_FORWARDED_HOST``; or one of
 ``CSRF_TRUSTED_ORIGINS``), or from no browser at all (no ``Origin``).
 Tickets and tokens are not sent by the browser on its own, and count from
 any origin.
@@ -21,6 +22,7 @@ from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
+from django.utils.http import is_same_domain
 from rest_framework.authtoken.models import Token
 
 from . import conf
@@ -90,14 +92,59 @@ def _header(scope: dict, name: bytes) -> str | None:
     return None
 
 
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _site(scheme: str, netloc: str) -> str:
+    """``host[:port]`` as a browser writes it in ``Origin``: lowercase,
+    without the scheme's default port."""
+    netloc = netloc.lower()
+    port = _DEFAULT_PORTS.get(scheme)
+    if port and netloc.endswith(f":{port}"):
+        return netloc[: -len(port) - 1]
+    return netloc
+
+
+def _host(scope: dict) -> str | None:
+    """The host the handshake was sent to, as Django's request.get_host()
+    reads it: ``X-Forwarded-Host`` first where USE_X_FORWARDED_HOST says a
+    proxy sets it."""
+    if settings.USE_X_FORWARDED_HOST:
+        forwarded = _header(scope, b"x-forwarded-host")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return _header(scope, b"host")
+
+
+def _trusted(scheme: str, site: str) -> bool:
+    """In CSRF_TRUSTED_ORIGINS, read as Django's CSRF check reads it: whole
+    origins, or ``scheme://*.domain`` for any subdomain."""
+    for entry in settings.CSRF_TRUSTED_ORIGINS:
+        trusted = urlsplit(entry)
+        if trusted.scheme != scheme:
+            continue
+        pattern = _site(scheme, trusted.netloc)
+        if pattern.startswith("*"):
+            if is_same_domain(site, pattern[1:]):
+                return True
+        elif pattern == site:
+            return True
+    return False
+
+
 def foreign_origin(scope: dict) -> str | None:
     """The handshake's ``Origin`` if it is not this site's, else None."""
     origin = _header(scope, b"origin")
-    if origin is None or origin in settings.CSRF_TRUSTED_ORIGINS:
+    if origin is None:
         return None
-    host = _header(scope, b"host")
     parts = urlsplit(origin)
-    if host and parts.scheme in ("http", "https") and parts.netloc == host:
+    if parts.scheme not in _DEFAULT_PORTS or not parts.netloc:
+        return origin
+    site = _site(parts.scheme, parts.netloc)
+    host = _host(scope)
+    if host and site in (_site("http", host), _site("https", host)):
+        return None
+    if _trusted(parts.scheme, site):
         return None
     return origin
 

@@ -545,36 +545,66 @@ def _session_cookie(user: Any) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "origin, signed_in",
+    "host, origin, signed_in",
     [
-        (None, True),
-        (b"http://testserver", True),
-        (b"https://testserver", True),
-        (b"http://evil.example", False),
-        (b"http://testserver.evil.example", False),
-        (b"null", False),
+        (b"testserver", None, True),
+        (b"testserver", b"http://testserver", True),
+        (b"testserver", b"https://testserver", True),
+        (b"TestServer:80", b"http://testserver", True),
+        (b"testserver:8000", b"http://testserver:8000", True),
+        (b"testserver:8000", b"http://testserver:8001", False),
+        (b"testserver", b"http://evil.example", False),
+        (b"testserver", b"http://testserver.evil.example", False),
+        (b"testserver", b"http://evil.example@testserver", False),
+        (b"testserver", b"null", False),
     ],
 )
 async def test_the_session_signs_a_websocket_in_only_from_this_sites_pages(
-    alice, origin, signed_in
+    alice, host, origin, signed_in
 ):
     # Browsers send the cookie with a handshake from any page; a page on
     # another site must not watch as the user signed in here.
+    assert await _signed_in_by_session(alice, host, origin) is signed_in
+
+
+async def test_trusted_origins_and_a_forwarded_host_sign_in_by_session(alice, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://shop.example", "https://*.example.org"]
+    proxied = [(b"x-forwarded-host", b"shop.example")]
+
+    assert await _signed_in_by_session(alice, b"internal", b"https://shop.example")
+    assert await _signed_in_by_session(alice, b"internal", b"https://a.example.org")
+    assert not await _signed_in_by_session(alice, b"internal", b"http://shop.example")
+    assert not await _signed_in_by_session(alice, b"internal", b"https://example.net")
+    settings.CSRF_TRUSTED_ORIGINS = []
+    assert not await _signed_in_by_session(
+        alice, b"internal", b"https://shop.example", proxied
+    )
+    settings.USE_X_FORWARDED_HOST = True
+    assert await _signed_in_by_session(
+        alice, b"internal", b"https://shop.example", proxied
+    )
+
+
+async def _signed_in_by_session(
+    alice, host: bytes, origin: bytes | None, extra: list | None = None
+) -> bool:
+    """Whether a handshake with alice's session cookie, sent to ``host``
+    from ``origin``, is signed in (else it is closed with 4401)."""
     user, _ = alice
     cookie = await database_sync_to_async(_session_cookie)(user)
-    headers = [(b"host", b"testserver"), (b"cookie", cookie)]
+    headers = [(b"host", host), (b"cookie", cookie), *(extra or [])]
     if origin is not None:
         headers.append((b"origin", origin))
     ws = WebsocketCommunicator(application, "/ws/v1/", headers=headers)
     assert (await ws.connect())[0]
 
-    if signed_in:
-        await ws.send_json_to({"type": "ping", "ref": "here"})
-        assert await receive(ws) == {"type": "pong", "ref": "here"}
-    else:
-        closed = await ws.receive_output(timeout=3)
-        assert closed == {"type": "websocket.close", "code": 4401}
+    await ws.send_json_to({"type": "ping", "ref": "here"})
+    answer = await ws.receive_output(timeout=3)
     await ws.disconnect()
+    if answer == {"type": "websocket.close", "code": 4401}:
+        return False
+    assert json.loads(answer["text"]) == {"type": "pong", "ref": "here"}
+    return True
 
 
 async def test_a_token_signs_a_websocket_in_from_any_origin(alice):
