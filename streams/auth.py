@@ -64,16 +64,21 @@ def _may_be_key(key: str) -> bool:
     return len(key) <= 100 and "\x00" not in key
 
 
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
 def credentials(scope: dict) -> tuple[str, str] | None:
     """``("ticket", t)`` or ``("token", k)`` from the request, if any."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if query.get("ticket"):
         return "ticket", query["ticket"][0]
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, key = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "token" and key.strip():
-                return "token", key.strip()
+    scheme, _, key = (_header(scope, b"authorization") or "").partition(" ")
+    if scheme.lower() == "token" and key.strip():
+        return "token", key.strip()
     return None
 
 
@@ -83,13 +88,6 @@ def _resolve(kind: str, key: str) -> Any:
     if user is None or not user.is_active:
         return AnonymousUser()
     return user
-
-
-def _header(scope: dict, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}

@@ -10,6 +10,7 @@ import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -103,6 +104,13 @@ def staff_client(staff) -> APIClient:
 
 
 ONE_ITEM = {"items": [{"sku": "tea", "quantity": 2, "unit_price": "6.15"}]}
+
+
+def session_cookie(user: Any) -> str:
+    """A ``Cookie`` header value signing ``user`` in by session."""
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
 
 
 def place_order(client: APIClient, body: dict | None = None, **headers: str) -> dict:

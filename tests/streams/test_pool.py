@@ -15,22 +15,15 @@ import json
 import httpx
 import pytest
 from channels.db import database_sync_to_async
-from django.test import Client
 from websockets.asyncio.client import connect
 
-from tests.conftest import ONE_ITEM
+from tests.conftest import ONE_ITEM, session_cookie
 from tests.streams.conftest import sse_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 POOL = {"LOOKOUT_DB_POOL_SIZE": "4", "LOOKOUT_DB_POOL_TIMEOUT": "3"}
 WATCHERS = 8
-
-
-def _session_cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
 
 
 async def _sse_change(client: httpx.AsyncClient, path: str, cookie: str) -> int:
@@ -57,7 +50,7 @@ async def test_watchers_signed_in_by_session_leave_connections_for_commands(
 ):
     user, token = alice
     server = start_server(**POOL)
-    cookie = await database_sync_to_async(_session_cookie)(user)
+    cookie = await database_sync_to_async(session_cookie)(user)
     commands = httpx.AsyncClient(
         base_url=server.url, headers={"Authorization": f"Token {token}"}, timeout=10
     )

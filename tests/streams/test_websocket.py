@@ -11,7 +11,6 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from events import store
 from project.asgi import application
@@ -19,7 +18,7 @@ from readmodels.models import Change, Topic
 from streams import relay
 from streams.auth import issue_ticket
 from streams.watch import InvalidSince, parse_since
-from tests.conftest import ONE_ITEM, client_for, place_order
+from tests.conftest import ONE_ITEM, client_for, place_order, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -538,12 +537,6 @@ def test_watches_on_short_lived_event_loops_give_connections_back(alice):
     assert seen == [[0, 1]] * 30
 
 
-def _session_cookie(user: Any) -> bytes:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
-
-
 @pytest.mark.parametrize(
     "host, origin, signed_in",
     [
@@ -591,8 +584,8 @@ async def _signed_in_by_session(
     """Whether a handshake with alice's session cookie, sent to ``host``
     from ``origin``, is signed in (else it is closed with 4401)."""
     user, _ = alice
-    cookie = await database_sync_to_async(_session_cookie)(user)
-    headers = [(b"host", host), (b"cookie", cookie), *(extra or [])]
+    cookie = await database_sync_to_async(session_cookie)(user)
+    headers = [(b"host", host), (b"cookie", cookie.encode()), *(extra or [])]
     if origin is not None:
         headers.append((b"origin", origin))
     ws = WebsocketCommunicator(application, "/ws/v1/", headers=headers)
